@@ -1,0 +1,22 @@
+"""Length filter (PAPER.md step 1): too short, too long, or never produced EOS."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from schemas.config import Filters
+from schemas.reasons import Reason
+
+NAME = "length"
+
+
+def decide(row: Mapping[str, Any], filters: Filters) -> list[str]:
+    cfg = filters.length
+    reasons: list[str] = []
+    if cfg.reject_no_eos and row["finish_reason"] == "length":
+        reasons.append(Reason.LENGTH_NO_EOS)
+    words = len((row["rewrite_raw"] or "").split())
+    if words < cfg.min_words:
+        reasons.append(Reason.LENGTH_TOO_SHORT)
+    elif words > cfg.max_words:
+        reasons.append(Reason.LENGTH_TOO_LONG)
+    return reasons

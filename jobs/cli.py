@@ -1,0 +1,183 @@
+"""`pf1m`: the command line. Every sub-command has --help with an example."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from schemas.config import ConfigError, RunConfig, load_config, validate_config
+from schemas.run import ExitCode
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set resources.rewriter_replicas=4",
+    )
+    p.add_argument("--max-shards", type=int, default=None, help="process only the first N shards")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="read at most N samples per shard (sets limit_per_shard; part of the config hash)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    extra = [f"limit_per_shard={args.limit}"] if args.limit is not None else []
+    return list(args.overrides) + extra
+
+
+def execute(cfg: RunConfig, max_shards: int | None, quiet: bool, demo: bool = False) -> int:
+    """Run a validated config and print the summary; returns the exit code."""
+    from pipeline.driver import Driver
+    from pipeline.summary import DEMO_NOTE, format_summary
+
+    result = Driver(cfg, max_shards=max_shards, quiet=quiet).run()
+    if result.summary:
+        print(format_summary(result.summary, int(result.exit_code)))
+    if demo:
+        print(DEMO_NOTE)
+    return int(result.exit_code)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, _overrides(args))
+    return execute(cfg, args.max_shards, args.quiet)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    import fsspec
+
+    from pipeline.manifest import load_manifest
+
+    fs, root = fsspec.core.url_to_fs(args.out)
+    manifest = load_manifest(fs, root)
+    if manifest is None:
+        raise ConfigError(f"{args.out}: no run.json here, nothing to resume")
+    cfg = validate_config(manifest.config, f"{args.out}/run.json")
+    return execute(cfg, None, args.quiet)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from demo.data import write_shards
+
+    paths = write_shards(args.out, args.samples, args.shards, args.seed)
+    print(f"wrote {len(paths)} shards, {args.samples} samples, to {args.out}")
+    return 0
+
+
+def cmd_demo_models(args: argparse.Namespace) -> int:
+    from demo.models import build_all
+
+    for name, path in build_all(args.out, args.seed).items():
+        print(f"{name:<9} {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from demo.data import write_shards
+    from demo.models import build_all
+
+    out = Path(args.out)
+    data, models = out / "data", out / "models"
+    if not (data / ".complete").exists():
+        write_shards(data, args.samples, args.shards, seed=0)
+        (data / ".complete").write_text("")
+    if not (models / ".complete").exists():
+        build_all(models)
+        (models / ".complete").write_text("")
+    print(f"demo data in {data}, demo models in {models}")
+    overrides = [
+        f"input={data}/*.tar",
+        f"output={out / 'run'}",
+        f"rewriter.model={models / 'rewriter'}",
+        *args.overrides,
+    ]
+    cfg = load_config(CONFIGS / "demo.yaml", overrides)
+    return execute(cfg, None, args.quiet, demo=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="pf1m", description="Polite Flamingo rewriting pipeline on Ray + vLLM."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "run",
+        formatter_class=fmt,
+        help="run a config",
+        epilog="example:\n  pf1m run configs/paper.yaml "
+        "--set input='/data/coco/{00000..00099}.tar' --set output=/data/out "
+        "--max-shards 2 --limit 50",
+    )
+    p.add_argument("config", help="YAML config (see configs/)")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "resume",
+        formatter_class=fmt,
+        help="continue the run in OUT",
+        epilog="example:\n  pf1m resume /data/out",
+    )
+    p.add_argument("out", help="the run's output directory (holds run.json)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser(
+        "demo",
+        formatter_class=fmt,
+        help="demo data + tiny models + a local run",
+        epilog="example:\n  pf1m demo --out demo_out",
+    )
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--samples", type=int, default=140)
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "demo-data",
+        formatter_class=fmt,
+        help="write deterministic demo shards",
+        epilog="example:\n  pf1m demo-data demo_out/data --samples 140 --shards 4 --seed 0",
+    )
+    p.add_argument("out")
+    p.add_argument("--samples", type=int, default=140)
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser(
+        "demo-models",
+        formatter_class=fmt,
+        help="build tiny random-weight models",
+        epilog="example:\n  pf1m demo-models demo_out/models",
+    )
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitCode.BAD_CONFIG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

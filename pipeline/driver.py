@@ -1,0 +1,275 @@
+"""The driver: plan shards, skip committed ones, start the rewriter replicas, keep several
+shards in flight, record each outcome in run.json, and print progress.
+
+It joins the cluster named by RAY_ADDRESS, else starts an embedded local Ray on loopback.
+"""
+
+import os
+import posixpath
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import ray
+
+from pipeline.commit import is_done, now_iso, read_marker
+from pipeline.fingerprint import model_fingerprint
+from pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
+from pipeline.plan import PlanError, ShardJob, input_fingerprint, plan_shards
+from pipeline.progress import Progress, busy_fraction
+from pipeline.shard import RunContext, ShardOutcome, process_shard
+from schemas.config import ConfigError, RunConfig, config_hash
+from schemas.run import ExitCode, RunManifest, ShardState
+from schemas.stats import ShardStats
+
+
+@dataclass
+class RunResult:
+    exit_code: ExitCode
+    out: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def absolutize(cfg: RunConfig) -> RunConfig:
+    """Resolve local relative paths now, so workers and submitted jobs read the same files."""
+
+    def fix(value: str) -> str:
+        if "://" in value or os.path.isabs(value):
+            return value
+        return os.path.abspath(value)
+
+    data = cfg.model_dump()
+    data["output"] = fix(cfg.output)
+    if isinstance(cfg.input, str):
+        data["input"] = fix(cfg.input)
+    else:
+        data["input"] = [{**e.model_dump(), "pattern": fix(e.pattern)} for e in cfg.input]
+    model = cfg.rewriter.model
+    if os.path.exists(os.path.expanduser(model)):
+        data["rewriter"]["model"] = os.path.abspath(os.path.expanduser(model))
+    return RunConfig.model_validate(data)
+
+
+def init_ray(cfg: RunConfig) -> bool:
+    """Join RAY_ADDRESS if set, else start a local Ray bound to loopback. True if we started it."""
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return False
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def start_rewriters(cfg: RunConfig, run_id: str) -> list:
+    from actors.rewriter import Rewriter
+
+    res = cfg.resources
+    cls = ray.remote(Rewriter)
+    return [
+        cls.options(
+            name=f"pf1m-rewriter-{run_id}-{i}",
+            num_gpus=res.gpus_per_replica,
+            num_cpus=res.cpus_per_replica,
+            max_concurrency=4096,
+            max_restarts=res.actor_max_restarts,
+            max_task_retries=res.actor_max_restarts,
+        ).remote(cfg.rewriter, cfg.seed, res.torch_threads)
+        for i in range(res.rewriter_replicas)
+    ]
+
+
+def _error_text(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    text = str(cause) if cause is not None else str(exc)
+    return text.strip().splitlines()[-1][:2000] if text.strip() else type(exc).__name__
+
+
+def merge_stats(fs, root: str, shards: list[str]) -> dict[str, Any]:
+    """Totals over the committed shards' stats files: counts, reasons, quarantine stages."""
+    totals: dict[str, Any] = {"samples_in": 0, "kept": 0, "rejected": 0, "quarantined": 0}
+    reasons: dict[str, int] = {}
+    stages: dict[str, int] = {}
+    tokens = 0
+    for shard in shards:
+        with fs.open(posixpath.join(root, "stats", f"{shard}.json"), "rb") as f:
+            stats = ShardStats.model_validate_json(f.read())
+        t = stats.totals
+        for key in totals:
+            totals[key] += getattr(t, key)
+        for code, n in t.reasons.items():
+            reasons[code] = reasons.get(code, 0) + n
+        for stage, n in t.quarantine_stages.items():
+            stages[stage] = stages.get(stage, 0) + n
+        tokens += stats.tokens.output
+    return {**totals, "reasons": reasons, "quarantine_stages": stages, "output_tokens": tokens}
+
+
+class Driver:
+    def __init__(self, cfg: RunConfig, max_shards: int | None = None, quiet: bool = False) -> None:
+        self.cfg = absolutize(cfg)
+        self.max_shards = max_shards
+        self.quiet = quiet
+        self.fs, self.root = fsspec.core.url_to_fs(self.cfg.output)
+
+    def _say(self, line: str, live: bool = False) -> None:
+        if self.quiet:
+            return
+        if live and sys.stderr.isatty():
+            print("\r\033[K" + line, end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def _prepare(self) -> tuple[list[ShardJob], RunManifest]:
+        jobs = plan_shards(self.cfg.inputs())
+        if self.max_shards is not None:
+            jobs = jobs[: self.max_shards]
+        hashed = self.cfg.hashed_view(model_fingerprint(self.cfg.rewriter.model))
+        digest = config_hash(hashed)
+        self.fs.makedirs(self.root, exist_ok=True)
+        old = load_manifest(self.fs, self.root)
+        if old is not None and old.config_hash != digest:
+            diff = "\n".join(diff_views(old.hashed, hashed))
+            raise ConfigError(
+                f"{self.cfg.output} holds a run with a different config; use a new output "
+                f"directory or the original config. Differences:\n{diff}"
+            )
+        manifest = RunManifest(
+            run_id=old.run_id if old else uuid.uuid4().hex[:12],
+            config=self.cfg.model_dump(mode="json"),
+            config_hash=digest,
+            hashed=hashed,
+            versions=package_versions(),
+            started_at=old.started_at if old else now_iso(),
+            updated_at=now_iso(),
+            shards={j.shard: ShardState(url=j.url, source=j.source) for j in jobs},
+        )
+        if old is not None:
+            for name, state in old.shards.items():
+                manifest.shards.setdefault(name, state)
+        return jobs, manifest
+
+    def run(self) -> RunResult:
+        try:
+            jobs, manifest = self._prepare()
+        except (PlanError, ConfigError) as exc:
+            self._say(f"error: {exc}")
+            return RunResult(ExitCode.BAD_CONFIG, self.cfg.output)
+        started_ray = init_ray(self.cfg)
+        try:
+            return self._run(jobs, manifest)
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+    def _split_done(self, jobs: list[ShardJob], manifest: RunManifest) -> tuple[list, list[str]]:
+        todo, skipped = [], []
+        for job in jobs:
+            state = manifest.shards[job.shard]
+            try:
+                fingerprint = input_fingerprint(job.url)
+            except OSError as exc:
+                state.status, state.error = "failed", f"cannot read input {job.url}: {exc}"
+                continue
+            marker = read_marker(self.fs, self.root, job.shard)
+            if is_done(marker, fingerprint, manifest.config_hash):
+                state.status, state.error, state.samples_in = "done", None, marker.samples_in
+                skipped.append(job.shard)
+                continue
+            if marker is not None and marker.input != fingerprint:
+                self._say(f"input shard {job.shard} changed since its commit: redoing it")
+            state.status = "pending"
+            todo.append((job, fingerprint))
+        return todo, skipped
+
+    def _run(self, jobs: list[ShardJob], manifest: RunManifest) -> RunResult:
+        cfg, res = self.cfg, self.cfg.resources
+        todo, skipped = self._split_done(jobs, manifest)
+        save_manifest(self.fs, self.root, manifest)
+        if skipped:
+            self._say(f"resuming: {len(skipped)} shards already committed, {len(todo)} to do")
+        started = time.monotonic()
+        rewriters: list = []
+        busy: tuple[float | None, float | None] = (None, None)
+        progress = Progress(total_shards=len(jobs), done_shards=len(skipped))
+        if todo:
+            rewriters = start_rewriters(cfg, manifest.run_id)
+            info = ray.get(rewriters[0].info.remote())
+            self._say(
+                f"{len(rewriters)} rewriter replica(s) ready ({time.monotonic() - started:.0f}s)"
+            )
+            ctx = RunContext(
+                cfg, manifest.run_id, manifest.config_hash, cfg.output, info.image_token
+            )
+            task = ray.remote(process_shard)
+            task_options = dict(
+                num_cpus=res.shard_task_cpus, max_retries=res.shard_retries, retry_exceptions=False
+            )
+            queue = list(todo)
+            running: dict[ray.ObjectRef, str] = {}
+            work_started = time.monotonic()
+            last_line = last_save = 0.0
+            while queue or running:
+                while queue and len(running) < res.shards_in_flight:
+                    job, fingerprint = queue.pop(0)
+                    ref = task.options(name=f"pf1m-shard:{job.shard}", **task_options).remote(
+                        ctx, job, fingerprint, rewriters
+                    )
+                    running[ref] = job.shard
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    self._record(ref, running.pop(ref), manifest, progress)
+                now = time.monotonic()
+                if ready or now - last_line >= cfg.progress_interval_s:
+                    busy = busy_fraction(ray.get([r.busy.remote() for r in rewriters]))
+                    self._say(progress.line(now - work_started, len(todo), busy[0]), live=True)
+                    last_line = now
+                if now - last_save >= cfg.progress_interval_s:
+                    save_manifest(self.fs, self.root, manifest)
+                    last_save = now
+            busy = busy_fraction(ray.get([r.busy.remote() for r in rewriters]))
+            if sys.stderr.isatty() and not self.quiet:
+                print(file=sys.stderr)
+            for actor in rewriters:
+                ray.kill(actor)
+        return self._finish(manifest, progress, time.monotonic() - started, busy, len(todo))
+
+    def _record(self, ref, shard: str, manifest: RunManifest, progress: Progress) -> None:
+        state = manifest.shards[shard]
+        try:
+            outcome: ShardOutcome = ray.get(ref)
+        except Exception as exc:  # the shard failed after its retries; the run goes on
+            state.status, state.error = "failed", _error_text(exc)
+            progress.failed_shards += 1
+            self._say(f"shard {shard} failed: {state.error}")
+            return
+        state.status, state.error = "done", None
+        state.samples_in, state.kept = outcome.samples_in, outcome.kept
+        progress.done_shards += 1
+        progress.samples += outcome.samples_in
+
+    def _finish(self, manifest, progress, wall_s, busy, processed) -> RunResult:
+        done = [s for s, st in manifest.shards.items() if st.status == "done"]
+        failed = {s: st.error for s, st in manifest.shards.items() if st.status == "failed"}
+        summary = merge_stats(self.fs, self.root, done)
+        summary.update(
+            shards_total=len(manifest.shards),
+            shards_done=len(done),
+            shards_failed=failed,
+            shards_processed_now=processed,
+            samples_processed_now=progress.samples,
+            wall_s=round(wall_s, 2),
+            samples_per_s=round(progress.samples / wall_s, 2) if wall_s > 0 else None,
+            rewriter_busy_fraction=None if busy[0] is None else round(busy[0], 3),
+            rewriter_occupancy=None if busy[1] is None else round(busy[1], 3),
+            output=self.cfg.output,
+        )
+        manifest.summary = summary
+        manifest.status = "succeeded" if not failed else "partial"
+        manifest.updated_at = manifest.finished_at = now_iso()
+        save_manifest(self.fs, self.root, manifest)
+        code = ExitCode.OK if not failed else ExitCode.PARTIAL
+        return RunResult(code, self.cfg.output, summary)

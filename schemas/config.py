@@ -1,0 +1,243 @@
+"""The run configuration: YAML presets validated by pydantic, with `--set` overrides.
+
+Every model forbids unknown fields, so a typo fails before any work, naming the field and
+whether it came from the YAML file or from a `--set`.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.sample import TASKS, Task
+
+RULE_FILTERS: tuple[str, ...] = ("length", "change")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the field and where it came from."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputEntry(_Strict):
+    pattern: str
+    source: str | None = None  # overrides the `source` in each sample's JSON when set
+
+
+class Decoding(_Strict):
+    max_tokens: int = Field(gt=0)
+    temperature: float = Field(ge=0.0)
+    top_k: int = Field(default=0, ge=-1)  # 0 or -1: off
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    stop: list[str] = Field(default_factory=list)
+
+
+class Engine(_Strict):
+    """vLLM engine settings that change speed and memory, not what is generated."""
+
+    max_num_seqs: int = Field(default=64, gt=0)
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    cpu_kvcache_gb: int = Field(default=1, gt=0)
+    # None: vLLM's default. The CPU build must turn it off when requests carry seeds: a
+    # discarded partial-prefill token rewinds the seeded generator, which CPU generators refuse.
+    enable_chunked_prefill: bool | None = None
+    extra_args: dict[str, Any] = Field(default_factory=dict)  # passed to vLLM's EngineArgs
+
+
+class Rewriter(_Strict):
+    backend: Literal["vllm"] = "vllm"
+    model: str  # hub id or local path
+    tokenizer: str | None = None
+    image_token: str | None = None  # default: the model processor's own image token
+    trust_remote_code: bool = False
+    dtype: str = "auto"
+    max_model_len: int = Field(gt=0)
+    max_images: int = Field(default=2, ge=0)
+    system: str
+    template: str
+    answer_marker: str
+    decoding: Decoding
+    engine: Engine = Field(default_factory=Engine)
+
+    @model_validator(mode="after")
+    def _template_fields(self) -> "Rewriter":
+        for name in ("{instruction}", "{raw}"):
+            if name not in self.template:
+                raise ValueError(f"template must contain {name}")
+        return self
+
+
+class LengthFilter(_Strict):
+    """Thresholds are this project's choice (PAPER.md gives none); words split on whitespace."""
+
+    min_words: int = Field(ge=0)
+    max_words: int = Field(gt=0)
+    reject_no_eos: bool = True
+
+    @model_validator(mode="after")
+    def _order(self) -> "LengthFilter":
+        if self.min_words > self.max_words:
+            raise ValueError("min_words must not exceed max_words")
+        return self
+
+
+class ChangeFilter(_Strict):
+    """'Unchanged' = equal after case, whitespace and punctuation normalisation."""
+
+
+class Filters(_Strict):
+    length: LengthFilter
+    change: ChangeFilter = Field(default_factory=ChangeFilter)
+    # Which filters apply to which task, in order; cheap filters first.
+    tasks: dict[Task, list[Literal["length", "change"]]]
+
+    @model_validator(mode="after")
+    def _every_task(self) -> "Filters":
+        missing = [t for t in TASKS if t not in self.tasks]
+        if missing:
+            raise ValueError(f"tasks: no filter list for {', '.join(missing)}")
+        return self
+
+
+class Resources(_Strict):
+    """How the work is spread; may change between resumes without changing the output."""
+
+    rewriter_replicas: int = Field(default=1, gt=0)
+    gpus_per_replica: float = Field(default=1.0, ge=0.0)
+    cpus_per_replica: float = Field(default=1.0, gt=0.0)
+    shards_in_flight: int = Field(default=4, gt=0)
+    batch_size: int = Field(default=8, gt=0)  # samples per call to a rewriter replica
+    batches_in_flight_per_shard: int = Field(default=4, gt=0)
+    shard_task_cpus: float = Field(default=0.25, gt=0.0)
+    shard_retries: int = Field(default=1, ge=0)  # Ray retries of a shard task lost to a crash
+    actor_max_restarts: int = Field(default=2, ge=0)  # Ray restarts of a dead rewriter replica
+    torch_threads: int | None = Field(default=None, gt=0)
+
+
+class Writer(_Strict):
+    embed_images: bool = True
+    row_group_size: int = Field(default=256, gt=0)
+
+
+class RunConfig(_Strict):
+    input: str | list[InputEntry]
+    output: str
+    seed: int = 0
+    limit_per_shard: int | None = Field(default=None, gt=0)  # smoke runs (`--limit`)
+    progress_interval_s: float = Field(default=10.0, gt=0.0)  # progress lines in job logs
+    rewriter: Rewriter
+    filters: Filters
+    resources: Resources = Field(default_factory=Resources)
+    writer: Writer = Field(default_factory=Writer)
+
+    def inputs(self) -> list[InputEntry]:
+        if isinstance(self.input, str):
+            return [InputEntry(pattern=self.input)]
+        return list(self.input)
+
+    def hashed_view(self, model_fingerprint: str) -> dict[str, Any]:
+        """Only what changes the output; resources, batch sizes and engine tuning may change."""
+        rewriter = self.rewriter.model_dump(exclude={"engine"})
+        return {
+            "rewriter": rewriter,
+            "model_fingerprint": model_fingerprint,
+            "seed": self.seed,
+            "limit_per_shard": self.limit_per_shard,
+            "filters": self.filters.model_dump(),
+            "embed_images": self.writer.embed_images,
+        }
+
+
+def config_hash(view: dict[str, Any]) -> str:
+    blob = json.dumps(view, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """Read a preset; `extends: other.yaml` (relative to this file) is merged underneath."""
+    if path in seen:
+        raise ConfigError(f"{path}: `extends` loops back on itself")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config fields")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    return _deep_merge(_read_yaml((path.parent / parent).resolve(), (*seen, path)), data)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from exc
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict[str, str]:
+    """Apply `--set` items in place; returns dotted key -> the item, to name it in errors."""
+    origins: dict[str, str] = {}
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a mapping")
+            node = child
+        node[path[-1]] = value
+        origins[".".join(path)] = item
+    return origins
+
+
+def _origin(loc: str, origins: dict[str, str], source: str) -> str:
+    for key, item in origins.items():
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+            return f"--set {item}"
+    return source
+
+
+def validate_config(data: dict, source: str, origins: dict[str, str] | None = None) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {loc}: {err['msg']} (from {_origin(loc, origins or {}, source)})")
+        raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    path = Path(path).resolve()
+    data = _read_yaml(path)
+    origins = apply_overrides(data, overrides or [])
+    return validate_config(data, str(path), origins)

@@ -1,0 +1,26 @@
+"""Reject-reason codes and quarantine stages: the one enum every filter and report uses.
+
+A code is `FILTER:REASON`. Filters return these; stats count them; the audit prints them.
+"""
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    LENGTH_TOO_SHORT = "length:too_short"
+    LENGTH_TOO_LONG = "length:too_long"
+    LENGTH_NO_EOS = "length:no_eos"
+    CHANGE_UNCHANGED = "change:unchanged"
+
+
+class Stage(StrEnum):
+    """Where a quarantined sample failed (DESIGN.md: read|decode|validate|rewrite|score:NAME)."""
+
+    READ = "read"
+    DECODE = "decode"
+    VALIDATE = "validate"
+    REWRITE = "rewrite"
+
+    @staticmethod
+    def score(name: str) -> str:
+        return f"score:{name}"

@@ -1,0 +1,42 @@
+"""What a shard sends to a rewriter replica and what comes back (plain dataclasses: cheap to
+serialise through Ray)."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RewriteRequest:
+    uid: str
+    prompt: str
+    images: list[bytes]
+    seed: int
+
+
+@dataclass
+class RewriteResult:
+    uid: str
+    completion: str | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+    error_class: str | None = None
+    error_text: str | None = None
+
+
+@dataclass
+class RewriterInfo:
+    model: str
+    image_token: str
+    max_model_len: int
+
+
+@dataclass
+class BusyStats:
+    """Busy = at least one request running. `running_integral` / wall gives mean running."""
+
+    first_request_at: float | None
+    busy_s: float
+    running_integral: float
+    now: float
+    requests_done: int
+    max_num_seqs: int

@@ -1,0 +1,42 @@
+"""The run manifest (OUT/run.json) and the process exit codes a driver returns."""
+
+from enum import IntEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RUN_VERSION = "1"
+
+
+class ExitCode(IntEnum):
+    OK = 0  # every planned shard committed
+    ERROR = 1  # the run itself broke (unexpected exception)
+    BAD_CONFIG = 2  # refused before any work: config, input pattern, arguments
+    PARTIAL = 3  # finished, but some shards failed; named in the summary and run.json
+
+
+ShardStatus = Literal["pending", "done", "failed"]
+
+
+class ShardState(BaseModel):
+    status: ShardStatus = "pending"
+    url: str
+    source: str | None = None
+    error: str | None = None
+    samples_in: int | None = None
+    kept: int | None = None
+
+
+class RunManifest(BaseModel):
+    version: str = RUN_VERSION
+    run_id: str
+    status: Literal["running", "succeeded", "partial", "failed"] = "running"
+    config: dict[str, Any]
+    config_hash: str
+    hashed: dict[str, Any]  # exactly what the config hash covers
+    versions: dict[str, str]
+    started_at: str
+    updated_at: str
+    finished_at: str | None = None
+    shards: dict[str, ShardState] = Field(default_factory=dict)
+    summary: dict[str, Any] = Field(default_factory=dict)
