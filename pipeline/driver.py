@@ -109,10 +109,19 @@ def merge_stats(fs, root: str, shards: list[str]) -> dict[str, Any]:
 
 
 class Driver:
-    def __init__(self, cfg: RunConfig, max_shards: int | None = None, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        max_shards: int | None = None,
+        quiet: bool = False,
+        rewriters: list | None = None,
+    ) -> None:
+        """`rewriters`: replicas already started for this config (tests, benchmarks); else the
+        driver starts them and stops them at the end."""
         self.cfg = absolutize(cfg)
         self.max_shards = max_shards
         self.quiet = quiet
+        self.given_rewriters = rewriters
         self.fs, self.root = fsspec.core.url_to_fs(self.cfg.output)
 
     def _say(self, line: str, live: bool = False) -> None:
@@ -186,56 +195,70 @@ class Driver:
         return todo, skipped
 
     def _run(self, jobs: list[ShardJob], manifest: RunManifest) -> RunResult:
-        cfg, res = self.cfg, self.cfg.resources
         todo, skipped = self._split_done(jobs, manifest)
         save_manifest(self.fs, self.root, manifest)
         if skipped:
             self._say(f"resuming: {len(skipped)} shards already committed, {len(todo)} to do")
-        started = time.monotonic()
-        rewriters: list = []
-        busy: tuple[float | None, float | None] = (None, None)
         progress = Progress(total_shards=len(jobs), done_shards=len(skipped))
+        started = time.monotonic()
+        timing = {"startup_s": 0.0, "processing_s": 0.0}
+        busy: tuple[float | None, float | None] = (None, None)
         if todo:
-            rewriters = start_rewriters(cfg, manifest.run_id)
-            info = ray.get(rewriters[0].info.remote())
-            self._say(
-                f"{len(rewriters)} rewriter replica(s) ready ({time.monotonic() - started:.0f}s)"
-            )
-            ctx = RunContext(
-                cfg, manifest.run_id, manifest.config_hash, cfg.output, info.image_token
-            )
-            task = ray.remote(process_shard)
-            task_options = dict(
-                num_cpus=res.shard_task_cpus, max_retries=res.shard_retries, retry_exceptions=False
-            )
-            queue = list(todo)
-            running: dict[ray.ObjectRef, str] = {}
-            work_started = time.monotonic()
-            last_line = last_save = 0.0
-            while queue or running:
-                while queue and len(running) < res.shards_in_flight:
-                    job, fingerprint = queue.pop(0)
-                    ref = task.options(name=f"pf1m-shard:{job.shard}", **task_options).remote(
-                        ctx, job, fingerprint, rewriters
-                    )
-                    running[ref] = job.shard
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    self._record(ref, running.pop(ref), manifest, progress)
-                now = time.monotonic()
-                if ready or now - last_line >= cfg.progress_interval_s:
-                    busy = busy_fraction(ray.get([r.busy.remote() for r in rewriters]))
-                    self._say(progress.line(now - work_started, len(todo), busy[0]), live=True)
-                    last_line = now
-                if now - last_save >= cfg.progress_interval_s:
-                    save_manifest(self.fs, self.root, manifest)
-                    last_save = now
-            busy = busy_fraction(ray.get([r.busy.remote() for r in rewriters]))
-            if sys.stderr.isatty() and not self.quiet:
-                print(file=sys.stderr)
-            for actor in rewriters:
-                ray.kill(actor)
-        return self._finish(manifest, progress, time.monotonic() - started, busy, len(todo))
+            rewriters = self.given_rewriters or start_rewriters(self.cfg, manifest.run_id)
+            try:
+                info = ray.get(rewriters[0].info.remote())
+                timing["startup_s"] = time.monotonic() - started
+                self._say(
+                    f"{len(rewriters)} rewriter replica(s) ready ({timing['startup_s']:.0f}s)"
+                )
+                ctx = RunContext(
+                    self.cfg,
+                    manifest.run_id,
+                    manifest.config_hash,
+                    self.cfg.output,
+                    info.image_token,
+                )
+                busy = self._schedule(todo, ctx, rewriters, manifest, progress)
+            finally:
+                if self.given_rewriters is None:
+                    for actor in rewriters:
+                        ray.kill(actor)
+            timing["processing_s"] = time.monotonic() - started - timing["startup_s"]
+        return self._finish(manifest, progress, timing, busy, len(todo))
+
+    def _schedule(self, todo, ctx, rewriters, manifest, progress) -> tuple:
+        """Keep `shards_in_flight` shard tasks running until all are recorded; returns the
+        rewriters' (busy fraction, occupancy) over this work."""
+        res, interval = self.cfg.resources, self.cfg.progress_interval_s
+        task = ray.remote(process_shard)
+        options = dict(
+            num_cpus=res.shard_task_cpus, max_retries=res.shard_retries, retry_exceptions=False
+        )
+        base = ray.get([r.busy.remote() for r in rewriters])
+        queue = list(todo)
+        running: dict[ray.ObjectRef, str] = {}
+        started = time.monotonic()
+        last_line = last_save = started
+        while queue or running:
+            while queue and len(running) < res.shards_in_flight:
+                job, fingerprint = queue.pop(0)
+                name = f"pf1m-shard:{job.shard}"
+                ref = task.options(name=name, **options).remote(ctx, job, fingerprint, rewriters)
+                running[ref] = job.shard
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in ready:
+                self._record(ref, running.pop(ref), manifest, progress)
+            now = time.monotonic()
+            if ready or now - last_line >= interval:
+                busy = busy_fraction(ray.get([r.busy.remote() for r in rewriters]), base)
+                self._say(progress.line(now - started, len(todo), busy[0]), live=True)
+                last_line = now
+            if now - last_save >= interval:
+                save_manifest(self.fs, self.root, manifest)
+                last_save = now
+        if sys.stderr.isatty() and not self.quiet:
+            print(file=sys.stderr)
+        return busy_fraction(ray.get([r.busy.remote() for r in rewriters]), base)
 
     def _record(self, ref, shard: str, manifest: RunManifest, progress: Progress) -> None:
         state = manifest.shards[shard]
@@ -251,18 +274,20 @@ class Driver:
         progress.done_shards += 1
         progress.samples += outcome.samples_in
 
-    def _finish(self, manifest, progress, wall_s, busy, processed) -> RunResult:
+    def _finish(self, manifest, progress, timing, busy, processed) -> RunResult:
         done = [s for s, st in manifest.shards.items() if st.status == "done"]
         failed = {s: st.error for s, st in manifest.shards.items() if st.status == "failed"}
         summary = merge_stats(self.fs, self.root, done)
+        wall = timing["processing_s"]
         summary.update(
             shards_total=len(manifest.shards),
             shards_done=len(done),
             shards_failed=failed,
             shards_processed_now=processed,
             samples_processed_now=progress.samples,
-            wall_s=round(wall_s, 2),
-            samples_per_s=round(progress.samples / wall_s, 2) if wall_s > 0 else None,
+            startup_s=round(timing["startup_s"], 2),
+            wall_s=round(wall, 2),
+            samples_per_s=round(progress.samples / wall, 2) if wall > 0 else None,
             rewriter_busy_fraction=None if busy[0] is None else round(busy[0], 3),
             rewriter_occupancy=None if busy[1] is None else round(busy[1], 3),
             output=self.cfg.output,

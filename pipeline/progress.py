@@ -5,15 +5,25 @@ from dataclasses import dataclass
 from schemas.rewrite import BusyStats
 
 
-def busy_fraction(stats: list[BusyStats]) -> tuple[float | None, float | None]:
-    """(share of wall time with >= 1 running request, mean running / max sequences), summed
-    over replicas, each measured from its first request."""
-    wall = sum(s.now - s.first_request_at for s in stats if s.first_request_at is not None)
+def busy_fraction(
+    stats: list[BusyStats], since: list[BusyStats] | None = None
+) -> tuple[float | None, float | None]:
+    """(share of wall time with >= 1 running request, mean running / max sequences) over all
+    replicas, from `since` (a snapshot taken when the work started) or each one's first request.
+    """
+    wall = busy = occupancy = 0.0
+    for i, s in enumerate(stats):
+        base = since[i] if since else None
+        start = base.now if base else s.first_request_at
+        if start is None:
+            continue
+        wall += s.now - start
+        busy += s.busy_s - (base.busy_s if base else 0.0)
+        running = s.running_integral - (base.running_integral if base else 0.0)
+        occupancy += running / s.max_num_seqs
     if wall <= 0:
         return None, None
-    busy = sum(s.busy_s for s in stats) / wall
-    occupancy = sum(s.running_integral / s.max_num_seqs for s in stats) / wall
-    return min(busy, 1.0), occupancy
+    return min(busy / wall, 1.0), occupancy / wall
 
 
 def _duration(seconds: float) -> str:

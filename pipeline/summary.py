@@ -28,6 +28,7 @@ def format_summary(summary: dict[str, Any], exit_code: int) -> str:
     busy = s.get("rewriter_busy_fraction")
     lines.append(
         f"throughput     {rate if rate is not None else '-'} samples/s over {s['wall_s']}s"
+        f" (+{s['startup_s']}s start-up)"
         + (f", rewriter busy {busy:.0%}" if busy is not None else "")
     )
     for shard, error in sorted(s["shards_failed"].items()):

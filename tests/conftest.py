@@ -1,0 +1,64 @@
+"""Shared fixtures. The slow ones start one local Ray and one vLLM rewriter replica per test
+session (engine start-up is ~30 s); every slow test reuses them."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from schemas.config import RunConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+PAPER_CONFIG = ROOT / "configs" / "paper.yaml"
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory) -> dict[str, Path]:
+    from demo.models import build_all
+
+    return build_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def demo_shards(tmp_path_factory) -> Path:
+    from demo.data import write_shards
+
+    out = tmp_path_factory.mktemp("shards")
+    write_shards(out, samples=84, shards=4, seed=0)
+    return out
+
+
+def demo_config(shards: Path, models: dict[str, Path], out: Path, *extra: str) -> RunConfig:
+    return load_config(
+        DEMO_CONFIG,
+        [
+            f"input={shards}/*.tar",
+            f"output={out}",
+            f"rewriter.model={models['rewriter']}",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def rewriter(ray_local, demo_models, demo_shards, tmp_path_factory):
+    """One replica for the whole session, started from the demo config."""
+    from pipeline.driver import absolutize, start_rewriters
+
+    cfg = absolutize(demo_config(demo_shards, demo_models, tmp_path_factory.mktemp("unused")))
+    handles = start_rewriters(cfg, "tests")
+    ray_local.get(handles[0].info.remote())
+    yield handles
+    for handle in handles:
+        ray_local.kill(handle)

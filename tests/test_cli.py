@@ -1,0 +1,28 @@
+"""The user's command: `pf1m run` on a real embedded local Ray, as a subprocess."""
+
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import DEMO_CONFIG, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_pf1m_run_smoke(demo_models, demo_shards, tmp_path):
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "jobs.cli", "run", str(DEMO_CONFIG),
+        "--set", f"input={demo_shards}/*.tar", "--set", f"output={out}",
+        "--set", f"rewriter.model={demo_models['rewriter']}",
+        "--max-shards", "2", "--limit", "5", "--quiet",
+    ]  # fmt: skip
+    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "== pf1m run summary ==" in proc.stdout
+    assert "samples in     10" in proc.stdout and "2/2 committed" in proc.stdout
+    counted = sum(pq.read_metadata(p).num_rows for p in out.glob("*/0000[01].parquet"))
+    assert counted == 10

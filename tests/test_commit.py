@@ -1,0 +1,106 @@
+"""Commit helpers: temporaries, rename-then-marker, done checks, cleaning, verification."""
+
+import fsspec
+import pytest
+
+from pipeline.commit import (
+    KINDS,
+    clean_shard,
+    commit_shard,
+    is_done,
+    read_marker,
+    relpath,
+    tmp_path,
+    verify,
+)
+from schemas.commit import InputFingerprint
+
+FP = InputFingerprint(url="file:///in/a.tar", size=10, mtime="1")
+
+
+@pytest.fixture
+def fs():
+    return fsspec.filesystem("file")
+
+
+def write_temporaries(fs, root: str, shard: str) -> dict:
+    written = {}
+    for kind in KINDS:
+        final = f"{root}/{relpath(kind, shard)}"
+        fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+        tmp = tmp_path(final)
+        with fs.open(tmp, "wb") as f:
+            f.write(kind.encode())
+        written[kind] = (tmp, 1 if kind != "stats" else None)
+    return written
+
+
+def test_temporary_names_never_end_in_parquet():
+    name = tmp_path("/o/data/x.parquet")
+    assert name.startswith("/o/data/x.parquet") and not name.endswith(".parquet")
+
+
+def test_commit_moves_files_then_writes_marker(fs, tmp_path):
+    root = str(tmp_path)
+    written = write_temporaries(fs, root, "coco/00001")
+    marker = commit_shard(
+        fs, root, "coco/00001", written, run_id="r", fingerprint=FP, config_hash="h", samples_in=3
+    )
+    assert fs.exists(f"{root}/_commits/coco/00001.json")
+    assert not fs.glob(f"{root}/**/*.tmp-*")
+    for kind in KINDS:
+        assert fs.cat(f"{root}/{relpath(kind, 'coco/00001')}") == kind.encode()
+    assert read_marker(fs, root, "coco/00001") == marker
+    assert marker.files["data"].rows == 1 and marker.files["stats"].rows is None
+    assert verify(fs, root, marker) == []
+
+
+def test_done_needs_same_input_and_config(fs, tmp_path):
+    root = str(tmp_path)
+    commit_shard(
+        fs,
+        root,
+        "s",
+        write_temporaries(fs, root, "s"),
+        run_id="r",
+        fingerprint=FP,
+        config_hash="h",
+        samples_in=1,
+    )
+    marker = read_marker(fs, root, "s")
+    assert is_done(marker, FP, "h")
+    assert not is_done(marker, FP.model_copy(update={"size": 11}), "h")
+    assert not is_done(marker, FP, "other")
+    assert not is_done(read_marker(fs, root, "missing"), FP, "h")
+
+
+def test_clean_removes_half_commits_and_temporaries(fs, tmp_path):
+    root = str(tmp_path)
+    written = write_temporaries(fs, root, "s")
+    data_tmp = written["data"][0]
+    fs.mv(data_tmp, f"{root}/{relpath('data', 's')}")  # as if killed after the first rename
+    other = write_temporaries(fs, root, "other")
+    removed = clean_shard(fs, root, "s")
+    assert len(removed) == len(KINDS)
+    assert not fs.glob(f"{root}/**/s.*")
+    assert all(fs.exists(tmp) for tmp, _ in other.values())
+
+
+def test_verify_names_the_tampered_shard(fs, tmp_path):
+    root = str(tmp_path)
+    marker = commit_shard(
+        fs,
+        root,
+        "s",
+        write_temporaries(fs, root, "s"),
+        run_id="r",
+        fingerprint=FP,
+        config_hash="h",
+        samples_in=1,
+    )
+    with fs.open(f"{root}/{relpath('rejected', 's')}", "wb") as f:
+        f.write(b"tampered")
+    fs.rm(f"{root}/{relpath('stats', 's')}")
+    problems = verify(fs, root, marker)
+    assert any("s: rejected file" in p and "checksum" in p for p in problems)
+    assert any("s: stats file" in p and "missing" in p for p in problems)

@@ -1,0 +1,90 @@
+"""Config validation fails before any work, naming the field and where it came from."""
+
+import subprocess
+import sys
+
+import pytest
+
+from schemas.config import ConfigError, config_hash, load_config
+from tests.conftest import DEMO_CONFIG, PAPER_CONFIG, ROOT
+
+
+def test_presets_validate():
+    paper = load_config(PAPER_CONFIG)
+    demo = load_config(DEMO_CONFIG)
+    assert paper.rewriter.decoding.top_k == 20 and paper.rewriter.decoding.top_p == 0.9
+    assert demo.rewriter.template == paper.rewriter.template  # demo extends the paper preset
+    assert demo.rewriter.decoding.temperature == 1.0 and demo.rewriter.decoding.max_tokens == 24
+
+
+def test_unknown_field_in_file_names_field_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {PAPER_CONFIG}\nfilters:\n  length:\n    min_wrods: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert "filters.length.min_wrods" in str(err.value)
+    assert str(bad) in str(err.value)
+
+
+def test_ill_typed_set_names_the_set():
+    with pytest.raises(ConfigError) as err:
+        load_config(PAPER_CONFIG, ["resources.batch_size=many"])
+    msg = str(err.value)
+    assert "resources.batch_size" in msg and "--set resources.batch_size=many" in msg
+
+
+def test_set_parses_yaml_values():
+    cfg = load_config(PAPER_CONFIG, ['rewriter.decoding.stop=["###", "\\n\\n"]', "seed=7"])
+    assert cfg.rewriter.decoding.stop == ["###", "\n\n"] and cfg.seed == 7
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("filters.length.min_words=900", "filters.length"),
+        ("rewriter.template=no fields", "rewriter"),
+        ("filters.tasks={caption: [length]}", "filters.tasks"),
+        ("filters.tasks.vqa=[sts]", "filters.tasks.vqa"),
+        ("rewriter.decoding.top_p=0", "rewriter.decoding.top_p"),
+    ],
+)
+def test_semantic_errors(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(PAPER_CONFIG, [override])
+
+
+def test_malformed_set_and_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        load_config(PAPER_CONFIG, ["seed"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("input: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_hash_ignores_resources_but_not_thresholds():
+    base = load_config(PAPER_CONFIG)
+    more = load_config(
+        PAPER_CONFIG, ["resources.rewriter_replicas=64", "rewriter.engine.max_num_seqs=8"]
+    )
+    stricter = load_config(PAPER_CONFIG, ["filters.length.min_words=5"])
+    digest = config_hash(base.hashed_view("fp"))
+    assert config_hash(more.hashed_view("fp")) == digest
+    assert config_hash(stricter.hashed_view("fp")) != digest
+    assert config_hash(base.hashed_view("other-weights")) != digest
+
+
+def test_cli_refuses_bad_config_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    for cmd in (
+        [sys.executable, "-m", "jobs.cli", "run", str(DEMO_CONFIG), "--set", "resources.nope=1"],
+        [sys.executable, "-m", "jobs.rewrite", "--config", str(DEMO_CONFIG), "--set", "seed=x"],
+    ):
+        proc = subprocess.run(
+            [*cmd, "--set", f"output={out}"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "invalid config" in proc.stderr and "--set" in proc.stderr
+    assert not out.exists()

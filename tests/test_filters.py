@@ -1,0 +1,61 @@
+"""Rule filter decisions and the recorded Rouge-L score."""
+
+import pytest
+
+from filters import decide_rules
+from filters.change import normalize
+from filters.rouge import rouge_l
+from schemas.config import load_config
+from tests.conftest import PAPER_CONFIG
+
+
+@pytest.fixture(scope="module")
+def filters():
+    return load_config(
+        PAPER_CONFIG, ["filters.length.min_words=3", "filters.length.max_words=8"]
+    ).filters
+
+
+def row(rewrite: str, original: str = "blue", finish: str = "stop", task: str = "vqa") -> dict:
+    return {"rewrite_raw": rewrite, "original": original, "finish_reason": finish, "task": task}
+
+
+def test_keeps_a_changed_rewrite_of_fitting_length(filters):
+    assert decide_rules(row("The sky is blue today."), filters) == []
+
+
+def test_length_reasons(filters):
+    assert decide_rules(row("Blue sky."), filters) == ["length:too_short"]
+    assert decide_rules(row("word " * 9), filters) == ["length:too_long"]
+    assert decide_rules(row("It is clearly blue.", finish="length"), filters) == ["length:no_eos"]
+    assert decide_rules(row(""), filters) == ["length:too_short"]
+
+
+def test_no_eos_can_be_allowed():
+    cfg = load_config(PAPER_CONFIG, ["filters.length.reject_no_eos=false"]).filters
+    assert decide_rules(row("It is clearly blue.", finish="length"), cfg) == []
+
+
+def test_unchanged_after_case_whitespace_punctuation(filters):
+    got = decide_rules(
+        row("A  photo, of a CAT!", original="a photo of a cat", task="caption"), filters
+    )
+    assert "change:unchanged" in got
+    assert normalize("  Hello,\tWorld!! ") == "hello world"
+
+
+def test_task_map_selects_filters():
+    cfg = load_config(PAPER_CONFIG, ["filters.tasks.text=[]"]).filters
+    assert decide_rules(row("blue", task="text"), cfg) == []
+    assert decide_rules(row("blue", task="vqa"), cfg) == ["length:too_short", "change:unchanged"]
+
+
+def test_rouge_l():
+    assert rouge_l("the cat sat", "the cat sat") == pytest.approx(1.0)
+    assert rouge_l("dog", "the cat") == 0.0
+    assert rouge_l("", "x") == 0.0
+    # LCS("the cat sat on the mat", "the cat lay on a mat") = the cat on mat = 4
+    p, r = 4 / 6, 4 / 6
+    assert rouge_l("The cat sat on the mat.", "the cat lay on a mat") == pytest.approx(
+        2 * p * r / (p + r)
+    )

@@ -1,0 +1,155 @@
+"""A full run on a real local Ray: layout, schema, conservation, resume skip, bad input."""
+
+import json
+import tarfile
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.commit import KINDS, read_marker, relpath, verify
+from pipeline.driver import Driver
+from schemas.rows import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
+from schemas.run import ExitCode, RunManifest
+from tests.conftest import demo_config
+from tests.tarutil import png, record, write_tar
+
+pytestmark = pytest.mark.slow
+
+
+def input_keys(path) -> list[str]:
+    with tarfile.open(path) as tar:
+        return sorted(m.name[: -len(".json")] for m in tar.getmembers() if m.name.endswith(".json"))
+
+
+def rows(out, kind: str, shard: str) -> list[dict]:
+    return pq.read_table(out / relpath(kind, shard)).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def demo_run(ray_local, rewriter, demo_models, demo_shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = demo_config(demo_shards, demo_models, out)
+    result = Driver(cfg, quiet=True, rewriters=rewriter).run()
+    return out, result
+
+
+def test_demo_run_succeeds_with_kept_and_rejected_rows(demo_run):
+    out, result = demo_run
+    assert result.exit_code == ExitCode.OK
+    s = result.summary
+    assert s["shards_done"] == 4 and s["samples_in"] == 84
+    assert s["kept"] > 0 and s["rejected"] > 0  # the demo preset's promise
+    assert s["kept"] + s["rejected"] + s["quarantined"] == 84
+    assert sum(s["reasons"].values()) >= s["rejected"]
+    manifest = RunManifest.model_validate_json((out / "run.json").read_text())
+    assert manifest.status == "succeeded" and set(manifest.shards) == {f"{i:05d}" for i in range(4)}
+    assert all(st.status == "done" for st in manifest.shards.values())
+    assert manifest.versions["ray"] and manifest.config_hash
+
+
+def test_layout_schema_and_conservation_per_shard(demo_run, demo_shards):
+    import fsspec
+
+    out, _ = demo_run
+    fs = fsspec.filesystem("file")
+    assert not list(out.rglob("*.tmp-*"))
+    for i in range(4):
+        shard = f"{i:05d}"
+        marker = read_marker(fs, str(out), shard)
+        assert marker is not None and verify(fs, str(out), marker) == []
+        for kind in KINDS:
+            assert (out / relpath(kind, shard)).exists()
+        for kind, schema in (
+            ("data", OUTPUT_SCHEMA),
+            ("rejected", OUTPUT_SCHEMA),
+            ("quarantine", QUARANTINE_SCHEMA),
+        ):
+            written = pq.read_schema(out / relpath(kind, shard))
+            assert written.remove_metadata().equals(schema.remove_metadata())
+            assert {k: written.metadata[k] for k in schema.metadata} == schema.metadata
+        data, rejected, quarantine = (
+            rows(out, k, shard) for k in ("data", "rejected", "quarantine")
+        )
+        keys = input_keys(demo_shards / f"{shard}.tar")
+        assert marker.samples_in == len(keys) == len(data) + len(rejected) + len(quarantine)
+        uids = [r["uid"] for r in data + rejected + quarantine]
+        assert sorted(uids) == sorted(f"{shard}/{k}" for k in keys)
+        assert all(r["kept"] and r["reject_reasons"] == [] for r in data)
+        assert all(not r["kept"] and r["reject_reasons"] for r in rejected)
+        stats = json.loads((out / relpath("stats", shard)).read_text())
+        assert stats["totals"]["kept"] == len(data) and stats["totals"]["rejected"] == len(rejected)
+        for r in data + rejected:
+            assert (
+                r["sts"] is None and r["reward"] is None and r["paragraphs"] is None
+            )  # not computed
+            assert r["rouge_l"] is not None and r["finish_reason"] in {"stop", "length"}
+            assert (len(r["images"]) == 0) == (r["task"] == "text")
+            assert all(img["bytes"] for img in r["images"])
+
+
+def test_datasets_reads_data_with_images(demo_run):
+    import datasets
+    from PIL import Image
+
+    out, result = demo_run
+    ds = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")
+    assert len(ds) == result.summary["kept"]
+    with_images = ds.filter(lambda r: len(r["images"]) > 0)
+    first = with_images[0]["images"][0]
+    assert isinstance(first, Image.Image) and first.size == (96, 96)
+
+
+def test_rerun_skips_committed_shards(demo_run, demo_shards, demo_models, rewriter):
+    out, _ = demo_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    cfg = demo_config(demo_shards, demo_models, out)
+    result = Driver(cfg, quiet=True, rewriters=rewriter).run()
+    assert result.exit_code == ExitCode.OK and result.summary["shards_processed_now"] == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
+
+
+def test_different_config_is_refused_with_a_diff(demo_run, demo_shards, demo_models, rewriter):
+    out, _ = demo_run
+    cfg = demo_config(demo_shards, demo_models, out, "filters.length.min_words=2")
+    result = Driver(cfg, quiet=True, rewriters=rewriter).run()
+    assert result.exit_code == ExitCode.BAD_CONFIG
+
+
+def test_bad_samples_quarantined_and_bad_shard_failed(ray_local, rewriter, demo_models, tmp_path):
+    shards = tmp_path / "in"
+    shards.mkdir()
+    write_tar(
+        shards / "mixed.tar",
+        [
+            ("good.json", record()),
+            ("good.png", png()),
+            ("nojson.png", png()),
+            ("badjson.json", b"{"),
+            ("corrupt.json", record()),
+            ("corrupt.png", b"garbage"),
+        ],
+    )
+    whole = write_tar(tmp_path / "whole.tar", [("k.json", record()), ("k.png", png(size=(64, 64)))])
+    (shards / "truncated.tar").write_bytes(whole.read_bytes()[:700])
+    write_tar(shards / "empty.tar", [])
+    out = tmp_path / "out"
+    cfg = demo_config(shards, demo_models, out)
+    result = Driver(cfg, quiet=True, rewriters=rewriter).run()
+    assert result.exit_code == ExitCode.PARTIAL
+    assert list(result.summary["shards_failed"]) == ["truncated"]
+    assert (
+        "truncated" in result.summary["shards_failed"]["truncated"].lower()
+        or result.summary["shards_failed"]["truncated"]
+    )
+    assert not list(out.rglob("truncated*"))  # nothing written for a failed shard
+    quarantine = {r["key"]: r for r in rows(out, "quarantine", "mixed")}
+    assert {k: (r["stage"], r["error_class"]) for k, r in quarantine.items()} == {
+        "nojson": ("decode", "MissingJson"),
+        "badjson": ("decode", "JSONDecodeError"),
+        "corrupt": ("decode", "UnidentifiedImageError"),
+    }
+    assert len(rows(out, "data", "mixed")) + len(rows(out, "rejected", "mixed")) == 1
+    assert result.summary["quarantine_stages"] == {"decode": 3}
+    assert read_marker(__import__("fsspec").filesystem("file"), str(out), "empty").samples_in == 0
+    manifest = RunManifest.model_validate_json((out / "run.json").read_text())
+    assert manifest.status == "partial" and manifest.shards["truncated"].status == "failed"
