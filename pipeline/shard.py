@@ -247,6 +247,11 @@ class _ShardRun:
         )
 
 
+def warm_worker() -> None:
+    """A no-op task: running it makes a Ray worker import this module while the engines load,
+    so the first shards start feeding the rewriters at once."""
+
+
 def process_shard(
     ctx: RunContext, job: ShardJob, fingerprint: InputFingerprint, rewriters: list
 ) -> ShardOutcome:

@@ -1,0 +1,1 @@
+"""Benchmarks printing JSON lines {bench, metric, value, unit, baseline, ratio, target}."""
