@@ -195,10 +195,20 @@ def _bert_classifier(out: Path, labels: dict[int, str], seed: int) -> Path:
     return out
 
 
-def build_all(out: str | Path, seed: int = 0) -> dict[str, Path]:
+def link_sts(out: Path) -> Path:
+    """`DIR/sts` -> the all-MiniLM-L6-v2 files inside the installed wheel."""
     from demo.sts import sts_model_path
 
+    link = out / "sts"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(sts_model_path(), target_is_directory=True)
+    return link
+
+
+def build_all(out: str | Path, seed: int = 0) -> dict[str, Path]:
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     return {
         "rewriter": build_rewriter(out / "rewriter", seed),
         "clip": build_clip(out / "clip", seed),
@@ -207,5 +217,5 @@ def build_all(out: str | Path, seed: int = 0) -> dict[str, Path]:
             out / "nli", {0: "entailment", 1: "neutral", 2: "contradiction"}, seed
         ),
         "reward": _bert_classifier(out / "reward", {0: "LABEL_0"}, seed),
-        "sts": sts_model_path(),
+        "sts": link_sts(out),
     }

@@ -81,6 +81,17 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_model_overrides(models: Path) -> list[str]:
+    """Point the demo preset at the models `pf1m demo-models DIR` wrote."""
+    return [
+        f"rewriter.model={models / 'rewriter'}",
+        f"filters.sts.model={models / 'sts'}",
+        f"filters.nli.model={models / 'nli'}",
+        f"filters.clip_paragraph.model=local-dir:{models / 'clip'}",
+        f"filters.reward.model={models / 'reward'}",
+    ]
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from demo.data import write_shards
     from demo.models import build_all
@@ -94,12 +105,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         build_all(models)
         (models / ".complete").write_text("")
     print(f"demo data in {data}, demo models in {models}")
-    overrides = [
-        f"input={data}/*.tar",
-        f"output={out / 'run'}",
-        f"rewriter.model={models / 'rewriter'}",
-        *args.overrides,
-    ]
+    overrides = [f"input={data}/*.tar", f"output={out / 'run'}", *demo_model_overrides(models)]
+    overrides += args.overrides
     cfg = load_config(CONFIGS / "demo.yaml", overrides)
     return execute(cfg, None, args.quiet, demo=True)
 

@@ -47,9 +47,15 @@ def absolutize(cfg: RunConfig) -> RunConfig:
         data["input"] = fix(cfg.input)
     else:
         data["input"] = [{**e.model_dump(), "pattern": fix(e.pattern)} for e in cfg.input]
-    model = cfg.rewriter.model
-    if os.path.exists(os.path.expanduser(model)):
-        data["rewriter"]["model"] = os.path.abspath(os.path.expanduser(model))
+
+    def fix_model(value: str) -> str:
+        prefix = "local-dir:" if value.startswith("local-dir:") else ""
+        path = os.path.expanduser(value.removeprefix(prefix))
+        return prefix + os.path.abspath(path) if os.path.exists(path) else value
+
+    data["rewriter"]["model"] = fix_model(cfg.rewriter.model)
+    for name in cfg.filters.model_filters():
+        data["filters"][name]["model"] = fix_model(getattr(cfg.filters, name).model)
     return RunConfig.model_validate(data)
 
 
@@ -80,6 +86,33 @@ def start_rewriters(cfg: RunConfig, run_id: str) -> list:
         ).remote(cfg.rewriter, cfg.seed, res.torch_threads)
         for i in range(res.rewriter_replicas)
     ]
+
+
+def start_scorers(cfg: RunConfig, run_id: str) -> dict[str, list]:
+    """One actor per scorer group replica; returns filter name -> the replicas holding it."""
+    from actors.scorer import ScorerActor
+
+    used = set(cfg.filters.model_filters())
+    cls = ray.remote(ScorerActor)
+    by_name: dict[str, list] = {}
+    for group in cfg.scoring.groups:
+        names = [n for n in group.scorers if n in used]
+        if not names:
+            continue
+        replicas = [
+            cls.options(
+                name=f"pf1m-scorer-{run_id}-{'+'.join(names)}-{r}",
+                num_gpus=group.num_gpus,
+                num_cpus=group.num_cpus,
+                max_concurrency=4096,
+                max_restarts=cfg.resources.actor_max_restarts,
+                max_task_retries=cfg.resources.actor_max_restarts,
+            ).remote(cfg.filters, names, cfg.scoring)
+            for r in range(group.replicas)
+        ]
+        for name in names:
+            by_name[name] = replicas
+    return by_name
 
 
 def _error_text(exc: BaseException) -> str:
@@ -115,13 +148,15 @@ class Driver:
         max_shards: int | None = None,
         quiet: bool = False,
         rewriters: list | None = None,
+        scorers: dict[str, list] | None = None,
     ) -> None:
-        """`rewriters`: replicas already started for this config (tests, benchmarks); else the
-        driver starts them and stops them at the end."""
+        """`rewriters`, `scorers`: actors already started for this config (tests, benchmarks);
+        else the driver starts them and stops them at the end."""
         self.cfg = absolutize(cfg)
         self.max_shards = max_shards
         self.quiet = quiet
         self.given_rewriters = rewriters
+        self.given_scorers = scorers
         self.fs, self.root = fsspec.core.url_to_fs(self.cfg.output)
 
     def _say(self, line: str, live: bool = False) -> None:
@@ -136,7 +171,8 @@ class Driver:
         jobs = plan_shards(self.cfg.inputs())
         if self.max_shards is not None:
             jobs = jobs[: self.max_shards]
-        hashed = self.cfg.hashed_view(model_fingerprint(self.cfg.rewriter.model))
+        fingerprints = {name: model_fingerprint(m) for name, m in self.cfg.models().items()}
+        hashed = self.cfg.hashed_view(fingerprints)
         digest = config_hash(hashed)
         self.fs.makedirs(self.root, exist_ok=True)
         old = load_manifest(self.fs, self.root)
@@ -205,26 +241,31 @@ class Driver:
         busy: tuple[float | None, float | None] = (None, None)
         if todo:
             rewriters = self.given_rewriters or start_rewriters(self.cfg, manifest.run_id)
+            scorers = self.given_scorers
+            if scorers is None:
+                scorers = start_scorers(self.cfg, manifest.run_id)
             try:
                 warm = ray.remote(warm_worker).options(num_cpus=self.cfg.resources.shard_task_cpus)
                 ray.get([warm.remote() for _ in range(self.cfg.resources.shards_in_flight)])
                 info = ray.get(rewriters[0].info.remote())
+                ray.get([r.names.remote() for replicas in scorers.values() for r in replicas])
                 timing["startup_s"] = time.monotonic() - started
-                self._say(
-                    f"{len(rewriters)} rewriter replica(s) ready ({timing['startup_s']:.0f}s)"
-                )
+                self._say(f"rewriters and scorers ready ({timing['startup_s']:.0f}s)")
                 ctx = RunContext(
                     self.cfg,
                     manifest.run_id,
                     manifest.config_hash,
                     self.cfg.output,
                     info.image_token,
+                    scorers,
                 )
                 busy = self._schedule(todo, ctx, rewriters, manifest, progress)
             finally:
-                if self.given_rewriters is None:
-                    for actor in rewriters:
-                        ray.kill(actor)
+                own = [] if self.given_rewriters else list(rewriters)
+                if self.given_scorers is None:
+                    own += list({id(a): a for rs in scorers.values() for a in rs}.values())
+                for actor in own:
+                    ray.kill(actor)
             timing["processing_s"] = time.monotonic() - started - timing["startup_s"]
         return self._finish(manifest, progress, timing, busy, len(todo))
 

@@ -7,7 +7,6 @@ resolved to its cached snapshot when one exists, else fingerprinted by name alon
 """
 
 import hashlib
-import os
 from pathlib import Path
 
 SMALL_FILE_BYTES = 1 << 20
@@ -25,7 +24,7 @@ def _dir_fingerprint(root: Path) -> str:
 
 
 def model_fingerprint(model: str) -> str:
-    local = Path(model).expanduser()
+    local = Path(model.removeprefix("local-dir:")).expanduser()
     if local.is_dir():
         return "dir:" + _dir_fingerprint(local)
     try:
@@ -35,7 +34,3 @@ def model_fingerprint(model: str) -> str:
         return f"hub:{model}@{Path(snapshot).name}"
     except Exception:  # not cached here (e.g. a cluster node will fetch it): name only
         return f"hub:{model}"
-
-
-def is_local_path(value: str) -> bool:
-    return os.path.exists(os.path.expanduser(value))

@@ -8,13 +8,15 @@ bound keeps memory flat however large a shard is.
 
 import posixpath
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import fsspec
 import ray
 
-from filters import decide_rules
+from filters import MODELS, PHASES, clip_paragraph, decide_models, decide_rules, model_filters_for
 from filters.rouge import rouge_l
 from pipeline.commit import KINDS, clean_shard, commit_shard, relpath, tmp_path
 from pipeline.plan import ShardJob
@@ -23,10 +25,11 @@ from pipeline.reader import Bad, Sample, read_samples
 from pipeline.stats import StatsBuilder
 from pipeline.writer import RowGroupWriter
 from schemas.commit import InputFingerprint
-from schemas.config import RunConfig
+from schemas.config import Filters, RunConfig
 from schemas.reasons import Stage
 from schemas.rewrite import RewriteRequest, RewriteResult
 from schemas.rows import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
+from schemas.scores import ScoreResult
 
 
 class ShardError(RuntimeError):
@@ -53,19 +56,13 @@ class RunContext:
     config_hash: str
     out: str  # OUT as a URL or path
     image_token: str
-
-
-def _images(sample: Sample, embed: bool) -> list[dict[str, Any]]:
-    return [
-        {"bytes": payload if embed else None, "path": name}
-        for payload, name in zip(sample.images, sample.image_names, strict=True)
-    ]
+    scorers: dict[str, list] = field(default_factory=dict)  # filter name -> replicas
 
 
 def output_row(
     ctx: RunContext, shard: str, sample: Sample, result: RewriteResult
 ) -> dict[str, Any]:
-    """The output row for a rewritten sample, decided by the task's rule filters."""
+    """The row for a rewritten sample, with the rule filters' reasons; scores still null."""
     answer = extract_answer(result.completion or "", ctx.cfg.rewriter.answer_marker)
     row: dict[str, Any] = {name: None for name in OUTPUT_SCHEMA.names}
     row.update(
@@ -78,16 +75,26 @@ def output_row(
         original=sample.record.response,
         rewrite_raw=answer,
         output=answer,
-        images=_images(sample, ctx.cfg.writer.embed_images),
-        rouge_l=rouge_l(answer, sample.record.response),
+        images=[
+            {"bytes": b, "path": n} for b, n in zip(sample.images, sample.image_names, strict=True)
+        ],
         finish_reason=result.finish_reason,
         prompt_tokens=result.prompt_tokens,
         output_tokens=result.output_tokens,
         run_id=ctx.run_id,
     )
-    reasons = decide_rules(row, ctx.cfg.filters)
-    row["kept"] = not reasons
-    row["reject_reasons"] = [str(r) for r in reasons]
+    row["reject_reasons"] = [str(r) for r in decide_rules(row, ctx.cfg.filters)]
+    return row
+
+
+def finalize_row(row: dict[str, Any], filters: Filters, embed_images: bool) -> dict[str, Any]:
+    """Rouge-L on the final output, the model filters' decisions, kept or not."""
+    row["rouge_l"] = rouge_l(row["output"] or "", row["original"] or "")
+    reasons = list(row["reject_reasons"]) + [str(r) for r in decide_models(row, filters)]
+    row["reject_reasons"] = list(dict.fromkeys(reasons))
+    row["kept"] = not row["reject_reasons"]
+    if not embed_images:
+        row["images"] = [{"bytes": None, "path": img["path"]} for img in row["images"]]
     return row
 
 
@@ -106,34 +113,42 @@ def quarantine_row(ctx: RunContext, shard: str, bad: Bad, rewrite_raw: str | Non
 
 
 class _ShardRun:
-    """Mutable state of one shard while it runs; `run()` is the whole life cycle."""
+    """Mutable state of one shard while it runs; `run()` is the whole life cycle.
+
+    Every Ray call in flight (a rewrite batch, a scoring batch) sits in `pending` with the
+    callback that consumes its result; callbacks may start further calls (scoring phases)."""
 
     def __init__(self, ctx: RunContext, job: ShardJob, rewriters: list) -> None:
         self.ctx, self.job, self.rewriters = ctx, job, rewriters
+        self.filters = ctx.cfg.filters
         self.fs, self.root = fsspec.core.url_to_fs(ctx.out)
         self.stats = StatsBuilder(job.shard)
-        self.pending: dict[ray.ObjectRef, list[Sample]] = {}
+        self.pending: dict[ray.ObjectRef, Callable[[Any], None]] = {}
         self.batch: list[Sample] = []
         self.samples_in = 0
-        self.sent = 0
+        self.calls = 0
         self.writers: dict[str, RowGroupWriter] = {}
+        self.members: dict[str, list[tuple[str, int]]] = {}
 
     def _open_writers(self) -> None:
         rg = self.ctx.cfg.writer.row_group_size
-        for kind, schema in (
+        kinds = (
             ("data", OUTPUT_SCHEMA),
             ("rejected", OUTPUT_SCHEMA),
             ("quarantine", QUARANTINE_SCHEMA),
-        ):
+        )
+        for kind, schema in kinds:
             final = posixpath.join(self.root, relpath(kind, self.job.shard))
             self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
             self.writers[kind] = RowGroupWriter(self.fs, tmp_path(final), schema, rg)
 
-    def _quarantine(
-        self, bad: Bad, source: str | None = None, task: str | None = None, raw: str | None = None
-    ) -> None:
+    def _quarantine(self, bad: Bad, source=None, task=None, raw: str | None = None) -> None:
         self.writers["quarantine"].add(quarantine_row(self.ctx, self.job.shard, bad, raw))
         self.stats.add_quarantine(str(bad.stage), source, task)
+
+    def _pick(self, replicas: list):
+        self.calls += 1
+        return replicas[self.calls % len(replicas)]
 
     def _submit(self) -> None:
         if not self.batch:
@@ -151,30 +166,94 @@ class _ShardRun:
                 self.ctx.image_token,
             )
             requests.append(RewriteRequest(uid, prompt, sample.images, sample_seed(cfg.seed, uid)))
-        replica = self.rewriters[self.sent % len(self.rewriters)]
-        self.pending[replica.generate.remote(requests)] = self.batch
-        self.sent += 1
+        ref = self._pick(self.rewriters).generate.remote(requests)
+        self.pending[ref] = partial(self._on_rewritten, self.batch)
         self.batch = []
 
     def _drain(self, limit: int) -> None:
         while len(self.pending) > limit:
             ready, _ = ray.wait(list(self.pending), num_returns=1)
-            samples = self.pending.pop(ready[0])
-            for sample, result in zip(samples, ray.get(ready[0]), strict=True):
-                self._handle(sample, result)
+            callback = self.pending.pop(ready[0])
+            callback(ray.get(ready[0]))
 
-    def _handle(self, sample: Sample, result: RewriteResult) -> None:
-        if result.error_class is not None:
-            bad = Bad(
-                sample.key,
-                Stage.REWRITE,
-                result.error_class,
-                result.error_text or "",
-                sample.members,
-            )
-            self._quarantine(bad, sample.source, sample.record.task, result.completion)
+    def _on_rewritten(self, samples: list[Sample], results: list[RewriteResult]) -> None:
+        to_score = []
+        for sample, result in zip(samples, results, strict=True):
+            if result.error_class is not None:
+                bad = Bad(
+                    sample.key,
+                    Stage.REWRITE,
+                    result.error_class,
+                    result.error_text or "",
+                    sample.members,
+                )
+                self._quarantine(bad, sample.source, sample.record.task, result.completion)
+                continue
+            row = output_row(self.ctx, self.job.shard, sample, result)
+            self.members[row["uid"]] = sample.members
+            wanted = model_filters_for(row["task"], self.filters)
+            if wanted and (self.filters.scoring == "full" or not row["reject_reasons"]):
+                to_score.append(row)
+            else:
+                self._finish(row)
+        if to_score:
+            self._score(to_score, 0)
+
+    def _score(self, rows: list[dict], phase: int) -> None:
+        """Send each scorer of this phase the rows whose task uses it; next phase when all
+        have answered."""
+        if phase == len(PHASES):
+            for row in rows:
+                self._finish(row)
             return
-        row = output_row(self.ctx, self.job.shard, sample, result)
+        calls = []
+        for name in PHASES[phase]:
+            targets, items = [], []
+            for row in rows:
+                if "_error" in row or name not in model_filters_for(row["task"], self.filters):
+                    continue
+                item = MODELS[name].request(row, self.filters)
+                if isinstance(item, str):  # known not to be handled: a reason, not a score
+                    row["reject_reasons"].append(item)
+                    continue
+                targets.append(row)
+                items.append(item)
+            if targets:
+                replica = self._pick(self.ctx.scorers[name])
+                calls.append((name, targets, replica.score.remote(name, items)))
+        if not calls:
+            self._next_phase(rows, phase)
+            return
+        left = [len(calls)]
+        for name, targets, ref in calls:
+            self.pending[ref] = partial(self._on_scored, name, targets, rows, phase, left)
+
+    def _on_scored(self, name, targets, rows, phase, left, results: list[ScoreResult]) -> None:
+        for row, res in zip(targets, results, strict=True):
+            if res.error_class is not None:
+                row["_error"] = (name, res)
+            elif res.reason is not None:
+                row["reject_reasons"].append(res.reason)
+            else:
+                MODELS[name].record(row, res.value)
+        left[0] -= 1
+        if left[0] == 0:
+            self._next_phase(rows, phase)
+
+    def _next_phase(self, rows: list[dict], phase: int) -> None:
+        if PHASES[phase] and clip_paragraph.NAME in PHASES[phase]:
+            for row in rows:
+                clip_paragraph.apply(row, self.filters)  # `output` without low-score paragraphs
+        self._score(rows, phase + 1)
+
+    def _finish(self, row: dict[str, Any]) -> None:
+        members = self.members.pop(row["uid"], [])
+        if "_error" in row:
+            name, res = row.pop("_error")
+            bad = Bad(row["key"], Stage.score(name), res.error_class, res.error_text or "", members)
+            self._quarantine(bad, row["source"], row["task"], row["rewrite_raw"])
+            return
+        finalize_row(row, self.filters, self.ctx.cfg.writer.embed_images)
         self.writers["data" if row["kept"] else "rejected"].add(row)
         self.stats.add_row(row)
 

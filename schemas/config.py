@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from schemas.sample import TASKS, Task
 
 RULE_FILTERS: tuple[str, ...] = ("length", "change")
+MODEL_FILTERS: tuple[str, ...] = ("sts", "nli", "clip_paragraph", "reward")
+FilterName = Literal["length", "change", "sts", "nli", "clip_paragraph", "reward"]
 
 
 class ConfigError(ValueError):
@@ -93,18 +95,75 @@ class ChangeFilter(_Strict):
     """'Unchanged' = equal after case, whitespace and punctuation normalisation."""
 
 
+class _ModelFilter(_Strict):
+    model: str  # hub id or local path
+    trust_remote_code: bool = False
+
+
+class StsFilter(_ModelFilter):
+    """Cosine similarity of raw annotation and rewrite (sentence-transformers)."""
+
+    threshold: float = Field(ge=-1.0, le=1.0)
+
+
+class NliFilter(_ModelFilter):
+    """Cross-encoder NLI on (premise, hypothesis); reject when the argmax is contradiction."""
+
+    premise: str
+    hypothesis: str
+
+    @model_validator(mode="after")
+    def _fields(self) -> "NliFilter":
+        for name in ("premise", "hypothesis"):
+            text = getattr(self, name)
+            if not any(f in text for f in ("{rewrite}", "{raw}", "{question}")):
+                raise ValueError(f"{name} must use {{rewrite}}, {{raw}} or {{question}}")
+        return self
+
+
+class ClipParagraphFilter(_ModelFilter):
+    """open_clip model name (`ViT-L-14-336`, `local-dir:PATH`, `hf-hub:ID`) and its weights tag."""
+
+    pretrained: str | None = None
+    threshold: float
+    max_sentences: int = Field(default=10, gt=0)
+
+
+class RewardFilter(_ModelFilter):
+    """Sequence-classification reward model; thresholds off (None) records the reward only."""
+
+    min_reward: float | None = None
+    min_gain: float | None = None  # reward(output) - reward(original)
+
+
 class Filters(_Strict):
     length: LengthFilter
     change: ChangeFilter = Field(default_factory=ChangeFilter)
+    sts: StsFilter | None = None
+    nli: NliFilter | None = None
+    clip_paragraph: ClipParagraphFilter | None = None
+    reward: RewardFilter | None = None
     # Which filters apply to which task, in order; cheap filters first.
-    tasks: dict[Task, list[Literal["length", "change"]]]
+    tasks: dict[Task, list[FilterName]]
+    # cheap_first: a row a rule filter rejected is not sent to the model scorers (its scores
+    # stay null); full: every row is scored, for audits that want every score.
+    scoring: Literal["cheap_first", "full"] = "cheap_first"
 
     @model_validator(mode="after")
     def _every_task(self) -> "Filters":
         missing = [t for t in TASKS if t not in self.tasks]
         if missing:
             raise ValueError(f"tasks: no filter list for {', '.join(missing)}")
+        used = {name for names in self.tasks.values() for name in names}
+        unset = sorted(n for n in used & set(MODEL_FILTERS) if getattr(self, n) is None)
+        if unset:
+            raise ValueError(f"tasks use {', '.join(unset)} but no such section is configured")
         return self
+
+    def model_filters(self) -> list[str]:
+        """The model filters some task uses, in the fixed scoring order."""
+        used = {name for names in self.tasks.values() for name in names}
+        return [name for name in MODEL_FILTERS if name in used]
 
 
 class Resources(_Strict):
@@ -122,6 +181,40 @@ class Resources(_Strict):
     torch_threads: int | None = Field(default=None, gt=0)
 
 
+class ScorerGroup(_Strict):
+    """One Ray actor (per replica) holding these scorers' models; several small models may
+    share an actor (on few CPU cores one process per model only adds memory)."""
+
+    scorers: list[Literal["sts", "nli", "clip_paragraph", "reward"]] = Field(min_length=1)
+    replicas: int = Field(default=1, gt=0)
+    num_gpus: float = Field(default=0.0, ge=0.0)
+    num_cpus: float = Field(default=1.0, gt=0.0)
+
+
+class Scoring(_Strict):
+    """How scorers run: grouping into actors, batch sizes, how long a batch waits to fill."""
+
+    groups: list[ScorerGroup] = Field(
+        default_factory=lambda: [ScorerGroup(scorers=["sts", "nli", "clip_paragraph", "reward"])]
+    )
+    batch_size: dict[str, int] = Field(
+        default_factory=lambda: {"sts": 64, "nli": 32, "clip_paragraph": 32, "reward": 16}
+    )
+    max_wait_ms: float = Field(default=20.0, ge=0.0)
+    torch_threads: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _each_once(self) -> "Scoring":
+        names = [n for g in self.groups for n in g.scorers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"scorer {', '.join(dupes)} is in more than one group")
+        return self
+
+    def group_of(self, name: str) -> int | None:
+        return next((i for i, g in enumerate(self.groups) if name in g.scorers), None)
+
+
 class Writer(_Strict):
     embed_images: bool = True
     row_group_size: int = Field(default=256, gt=0)
@@ -136,19 +229,34 @@ class RunConfig(_Strict):
     rewriter: Rewriter
     filters: Filters
     resources: Resources = Field(default_factory=Resources)
+    scoring: Scoring = Field(default_factory=Scoring)
     writer: Writer = Field(default_factory=Writer)
+
+    @model_validator(mode="after")
+    def _scorers_placed(self) -> "RunConfig":
+        missing = [n for n in self.filters.model_filters() if self.scoring.group_of(n) is None]
+        if missing:
+            raise ValueError(f"scoring.groups: no group holds {', '.join(missing)}")
+        return self
 
     def inputs(self) -> list[InputEntry]:
         if isinstance(self.input, str):
             return [InputEntry(pattern=self.input)]
         return list(self.input)
 
-    def hashed_view(self, model_fingerprint: str) -> dict[str, Any]:
+    def models(self) -> dict[str, str]:
+        """Every model this run loads: rewriter and the model filters some task uses."""
+        out = {"rewriter": self.rewriter.model}
+        for name in self.filters.model_filters():
+            out[name] = getattr(self.filters, name).model
+        return out
+
+    def hashed_view(self, fingerprints: dict[str, str]) -> dict[str, Any]:
         """Only what changes the output; resources, batch sizes and engine tuning may change."""
         rewriter = self.rewriter.model_dump(exclude={"engine"})
         return {
             "rewriter": rewriter,
-            "model_fingerprint": model_fingerprint,
+            "model_fingerprints": fingerprints,
             "seed": self.seed,
             "limit_per_shard": self.limit_per_shard,
             "filters": self.filters.model_dump(),

@@ -11,6 +11,14 @@ class Reason(StrEnum):
     LENGTH_TOO_LONG = "length:too_long"
     LENGTH_NO_EOS = "length:no_eos"
     CHANGE_UNCHANGED = "change:unchanged"
+    STS_BELOW_THRESHOLD = "sts:below_threshold"
+    STS_TOO_LONG = "sts:too_long"
+    NLI_CONTRADICTION = "nli:contradiction"
+    NLI_TOO_LONG = "nli:too_long"
+    CLIP_ALL_REMOVED = "clip_paragraph:all_removed"
+    CLIP_NO_IMAGE = "clip_paragraph:no_image"
+    REWARD_BELOW_MIN = "reward:below_min"
+    REWARD_LOW_GAIN = "reward:low_gain"
 
 
 class Stage(StrEnum):

@@ -30,15 +30,11 @@ def demo_shards(tmp_path_factory) -> Path:
 
 
 def demo_config(shards: Path, models: dict[str, Path], out: Path, *extra: str) -> RunConfig:
-    return load_config(
-        DEMO_CONFIG,
-        [
-            f"input={shards}/*.tar",
-            f"output={out}",
-            f"rewriter.model={models['rewriter']}",
-            *extra,
-        ],
-    )
+    from jobs.cli import demo_model_overrides
+
+    overrides = [f"input={shards}/*.tar", f"output={out}"]
+    overrides += demo_model_overrides(models["rewriter"].parent)
+    return load_config(DEMO_CONFIG, [*overrides, *extra])
 
 
 @pytest.fixture(scope="session")

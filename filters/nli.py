@@ -1,0 +1,76 @@
+"""NLI filter (PAPER.md step 4, VQA): a cross-encoder on the paper's premise/hypothesis strings;
+reject when the argmax is contradiction. Logits are stored in the canonical order
+(contradiction, entailment, neutral) whatever the model's own order, read from its id2label."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from schemas.config import Filters, NliFilter
+from schemas.reasons import Reason
+from schemas.rows import NLI_LABELS
+from schemas.sample import IMAGE_MARKER
+
+NAME = "nli"
+
+
+def question(instruction: str) -> str:
+    return " ".join(instruction.replace(IMAGE_MARKER, " ").split())
+
+
+def request(row: Mapping[str, Any], filters: Filters) -> tuple[str, str]:
+    cfg = filters.nli
+    fields = {
+        "rewrite": row["rewrite_raw"] or "",
+        "raw": row["original"] or "",
+        "question": question(row["instruction"] or ""),
+    }
+    return cfg.premise.format(**fields), cfg.hypothesis.format(**fields)
+
+
+def record(row: dict[str, Any], logits: list[float]) -> None:
+    row["nli_logits"] = logits
+    row["nli_label"] = NLI_LABELS[max(range(len(logits)), key=logits.__getitem__)]
+
+
+def decide(row: Mapping[str, Any], filters: Filters) -> list[str]:
+    return [Reason.NLI_CONTRADICTION] if row["nli_label"] == "contradiction" else []
+
+
+def canonical_order(id2label: Mapping[int, str]) -> list[int]:
+    """Model output index of each canonical label; a model lacking one cannot be used."""
+    index = {str(label).lower(): int(i) for i, label in id2label.items()}
+    missing = [label for label in NLI_LABELS if label not in index]
+    if missing:
+        raise ValueError(
+            f"NLI model has no {', '.join(missing)} label (id2label: {dict(id2label)})"
+        )
+    return [index[label] for label in NLI_LABELS]
+
+
+class Scorer:
+    def __init__(self, cfg: NliFilter, device: str) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        kw = {"trust_remote_code": cfg.trust_remote_code}
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, **kw)
+        self.model = AutoModelForSequenceClassification.from_pretrained(cfg.model, **kw)
+        self.model.to(device).eval()
+        self.device = device
+        self.order = canonical_order(self.model.config.id2label)
+        self.max_len = min(
+            self.tokenizer.model_max_length, self.model.config.max_position_embeddings
+        )
+
+    def unsupported(self, item: tuple[str, str]) -> str | None:
+        length = len(self.tokenizer(*item)["input_ids"])
+        return Reason.NLI_TOO_LONG if length > self.max_len else None
+
+    def score(self, items: list[tuple[str, str]]) -> list[list[float]]:
+        import torch
+
+        enc = self.tokenizer(
+            [p for p, _ in items], [h for _, h in items], padding=True, return_tensors="pt"
+        ).to(self.device)
+        with torch.inference_mode():
+            logits = self.model(**enc).logits.float()
+        return logits[:, self.order].cpu().tolist()

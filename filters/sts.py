@@ -1,0 +1,45 @@
+"""STS filter (PAPER.md step 3, captioning): cosine similarity of the raw annotation and the
+rewrite with a sentence-transformers model; reject below the threshold (`paper`: 0.40)."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from schemas.config import Filters, StsFilter
+from schemas.reasons import Reason
+
+NAME = "sts"
+
+
+def request(row: Mapping[str, Any], filters: Filters) -> tuple[str, str]:
+    return row["original"] or "", row["rewrite_raw"] or ""
+
+
+def record(row: dict[str, Any], value: float) -> None:
+    row["sts"] = value
+
+
+def decide(row: Mapping[str, Any], filters: Filters) -> list[str]:
+    if row["sts"] is not None and row["sts"] < filters.sts.threshold:
+        return [Reason.STS_BELOW_THRESHOLD]
+    return []
+
+
+class Scorer:
+    def __init__(self, cfg: StsFilter, device: str) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(
+            cfg.model, device=device, trust_remote_code=cfg.trust_remote_code
+        )
+
+    def unsupported(self, item: tuple[str, str]) -> str | None:
+        """Text past the model's max_seq_length would be silently truncated: say so instead."""
+        limit = self.model.max_seq_length
+        lengths = [len(self.model.tokenizer(t, add_special_tokens=True)["input_ids"]) for t in item]
+        return Reason.STS_TOO_LONG if max(lengths) > limit else None
+
+    def score(self, items: list[tuple[str, str]]) -> list[float]:
+        kw = {"batch_size": len(items), "convert_to_tensor": True, "normalize_embeddings": True}
+        raw = self.model.encode([a for a, _ in items], **kw)
+        rewrite = self.model.encode([b for _, b in items], **kw)
+        return (raw * rewrite).sum(dim=-1).float().cpu().tolist()
