@@ -3,6 +3,7 @@ a micro-batcher so items from every shard in flight share batches."""
 
 from actors.batcher import MicroBatcher
 from filters import MODELS
+from pipeline import faults
 from schemas.config import Filters, Scoring
 from schemas.scores import ScoreResult
 
@@ -17,9 +18,17 @@ class ScorerActor:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.scorers = {n: MODELS[n].Scorer(getattr(filters, n), self.device) for n in names}
         self.batchers = {
-            n: MicroBatcher(s.score, scoring.batch_size[n], scoring.max_wait_ms / 1000)
+            n: MicroBatcher(self._scoring_fn(s), scoring.batch_size[n], scoring.max_wait_ms / 1000)
             for n, s in self.scorers.items()
         }
+
+    @staticmethod
+    def _scoring_fn(scorer):
+        def score(items: list) -> list:
+            faults.check("score", items)
+            return scorer.score(items)
+
+        return score
 
     def names(self) -> list[str]:
         return list(self.scorers)

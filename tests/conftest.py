@@ -48,6 +48,20 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
+def scorers(ray_local, demo_models, demo_shards, tmp_path_factory):
+    """One scorer actor holding the four tiny/real scorer models, for the whole session."""
+    from pipeline.driver import absolutize, start_scorers
+
+    cfg = absolutize(demo_config(demo_shards, demo_models, tmp_path_factory.mktemp("unused")))
+    by_name = start_scorers(cfg, "tests")
+    actors = list({id(a): a for rs in by_name.values() for a in rs}.values())
+    ray_local.get([a.names.remote() for a in actors])
+    yield by_name
+    for actor in actors:
+        ray_local.kill(actor)
+
+
+@pytest.fixture(scope="session")
 def rewriter(ray_local, demo_models, demo_shards, tmp_path_factory):
     """One replica for the whole session, started from the demo config."""
     from pipeline.driver import absolutize, start_rewriters

@@ -26,10 +26,10 @@ def rows(out, kind: str, shard: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(ray_local, rewriter, demo_models, demo_shards, tmp_path_factory):
+def demo_run(ray_local, rewriter, scorers, demo_models, demo_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = demo_config(demo_shards, demo_models, out)
-    result = Driver(cfg, quiet=True, rewriters=rewriter).run()
+    result = Driver(cfg, quiet=True, rewriters=rewriter, scorers=scorers).run()
     return out, result
 
 
@@ -79,10 +79,18 @@ def test_layout_schema_and_conservation_per_shard(demo_run, demo_shards):
         stats = json.loads((out / relpath("stats", shard)).read_text())
         assert stats["totals"]["kept"] == len(data) and stats["totals"]["rejected"] == len(rejected)
         for r in data + rejected:
-            assert (
-                r["sts"] is None and r["reward"] is None and r["paragraphs"] is None
-            )  # not computed
             assert r["rouge_l"] is not None and r["finish_reason"] in {"stop", "length"}
+            rule_rejected = any(
+                c.split(":")[0] in {"length", "change"} for c in r["reject_reasons"]
+            )
+            scored = {n: r[n] is not None for n in ("sts", "nli_logits", "paragraphs", "reward")}
+            if rule_rejected:  # cheap_first: never sent to the model scorers; null, not 0
+                assert not any(scored.values())
+                continue
+            assert scored["reward"] and (r["reward_original"] is not None)
+            assert scored["sts"] == (r["task"] in {"caption", "region_caption", "change_caption"})
+            assert scored["nli_logits"] == (r["task"] in {"vqa", "vqa_rationale", "classification"})
+            assert scored["paragraphs"] == (r["task"] in {"caption", "region_caption"})
             assert (len(r["images"]) == 0) == (r["task"] == "text")
             assert all(img["bytes"] for img in r["images"])
 
@@ -99,23 +107,27 @@ def test_datasets_reads_data_with_images(demo_run):
     assert isinstance(first, Image.Image) and first.size == (96, 96)
 
 
-def test_rerun_skips_committed_shards(demo_run, demo_shards, demo_models, rewriter):
+def test_rerun_skips_committed_shards(demo_run, demo_shards, demo_models, rewriter, scorers):
     out, _ = demo_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
     cfg = demo_config(demo_shards, demo_models, out)
-    result = Driver(cfg, quiet=True, rewriters=rewriter).run()
+    result = Driver(cfg, quiet=True, rewriters=rewriter, scorers=scorers).run()
     assert result.exit_code == ExitCode.OK and result.summary["shards_processed_now"] == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
 
 
-def test_different_config_is_refused_with_a_diff(demo_run, demo_shards, demo_models, rewriter):
+def test_different_config_is_refused_with_a_diff(
+    demo_run, demo_shards, demo_models, rewriter, scorers
+):
     out, _ = demo_run
     cfg = demo_config(demo_shards, demo_models, out, "filters.length.min_words=2")
-    result = Driver(cfg, quiet=True, rewriters=rewriter).run()
+    result = Driver(cfg, quiet=True, rewriters=rewriter, scorers=scorers).run()
     assert result.exit_code == ExitCode.BAD_CONFIG
 
 
-def test_bad_samples_quarantined_and_bad_shard_failed(ray_local, rewriter, demo_models, tmp_path):
+def test_bad_samples_quarantined_and_bad_shard_failed(
+    ray_local, rewriter, scorers, demo_models, tmp_path
+):
     shards = tmp_path / "in"
     shards.mkdir()
     write_tar(
@@ -134,7 +146,7 @@ def test_bad_samples_quarantined_and_bad_shard_failed(ray_local, rewriter, demo_
     write_tar(shards / "empty.tar", [])
     out = tmp_path / "out"
     cfg = demo_config(shards, demo_models, out)
-    result = Driver(cfg, quiet=True, rewriters=rewriter).run()
+    result = Driver(cfg, quiet=True, rewriters=rewriter, scorers=scorers).run()
     assert result.exit_code == ExitCode.PARTIAL
     assert list(result.summary["shards_failed"]) == ["truncated"]
     assert (
@@ -153,3 +165,57 @@ def test_bad_samples_quarantined_and_bad_shard_failed(ray_local, rewriter, demo_
     assert read_marker(__import__("fsspec").filesystem("file"), str(out), "empty").samples_in == 0
     manifest = RunManifest.model_validate_json((out / "run.json").read_text())
     assert manifest.status == "partial" and manifest.shards["truncated"].status == "failed"
+
+
+def test_stored_sts_matches_sentence_transformers(demo_run, demo_models):
+    from sentence_transformers import SentenceTransformer
+
+    out, _ = demo_run
+    scored = [
+        r
+        for shard in range(4)
+        for k in ("data", "rejected")
+        for r in rows(out, k, f"{shard:05d}")
+        if r["sts"] is not None
+    ]
+    assert scored
+    model = SentenceTransformer(str(demo_models["sts"]), device="cpu")
+    a = model.encode([r["original"] for r in scored])
+    b = model.encode([r["rewrite_raw"] for r in scored])
+    expected = model.similarity(a, b).diagonal().tolist()
+    assert [r["sts"] for r in scored] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_scorer_failing_on_one_sample_quarantines_it_alone(
+    ray_local, rewriter, demo_models, tmp_path
+):
+    from actors.scorer import ScorerActor
+    from pipeline.driver import absolutize
+
+    shards = tmp_path / "in"
+    shards.mkdir()
+    captions = [f"a red circle number {i}" for i in range(6)]
+    captions[2] = "a POISONED caption"
+    write_tar(shards / "caps.tar", [m for i, c in enumerate(captions) for m in (
+        (f"k{i}.json", record(task="caption", instruction="<image>\nDescribe.", response=c)),
+        (f"k{i}.png", png()),
+    )])  # fmt: skip
+    cfg = absolutize(demo_config(shards, demo_models, tmp_path / "out", "filters.scoring=full"))
+    faulty = (
+        ray_local.remote(ScorerActor)
+        .options(runtime_env={"env_vars": {"PF1M_FAULT_SCORE": "POISONED"}})
+        .remote(cfg.filters, cfg.filters.model_filters(), cfg.scoring)
+    )
+    by_name = {name: [faulty] for name in cfg.filters.model_filters()}
+    result = Driver(cfg, quiet=True, rewriters=rewriter, scorers=by_name).run()
+    ray_local.kill(faulty)
+    assert result.exit_code == ExitCode.OK
+    out = tmp_path / "out"
+    quarantine = rows(out, "quarantine", "caps")
+    assert [(r["key"], r["stage"], r["error_class"]) for r in quarantine] == [
+        ("k2", "score:sts", "InjectedFault")
+    ]
+    assert quarantine[0]["rewrite_raw"] is not None
+    others = rows(out, "data", "caps") + rows(out, "rejected", "caps")
+    assert sorted(r["key"] for r in others) == ["k0", "k1", "k3", "k4", "k5"]
+    assert all(r["sts"] is not None and r["paragraphs"] is not None for r in others)
