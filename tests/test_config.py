@@ -44,7 +44,10 @@ def test_set_parses_yaml_values():
         ("filters.length.min_words=900", "filters.length"),
         ("rewriter.template=no fields", "rewriter"),
         ("filters.tasks={caption: [length]}", "filters.tasks"),
-        ("filters.tasks.vqa=[sts]", "filters.tasks.vqa"),
+        ("filters.tasks.vqa=[poetry]", "filters.tasks.vqa"),
+        ("filters.sts=null", "tasks use sts but no such section"),
+        ("scoring.groups=[{scorers: [sts]}]", "no group holds nli, clip_paragraph, reward"),
+        ("filters.nli.premise=no fields", "filters.nli"),
         ("rewriter.decoding.top_p=0", "rewriter.decoding.top_p"),
     ],
 )
