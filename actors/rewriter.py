@@ -64,6 +64,7 @@ class Rewriter:
         self._running = 0
         self._last_change = time.monotonic()
         self._first_request: float | None = None
+        self._last_done: float | None = None
         self._busy_s = 0.0
         self._running_integral = 0.0
         self._done = 0
@@ -87,6 +88,8 @@ class Rewriter:
         self._track(0)
         return BusyStats(
             self._first_request,
+            self._last_done,
+            self._running,
             self._busy_s,
             self._running_integral,
             time.monotonic(),
@@ -137,6 +140,7 @@ class Rewriter:
         finally:
             self._done += 1
             self._track(-1)
+            self._last_done = self._last_change
 
     async def generate(self, batch: list[RewriteRequest]) -> list[RewriteResult]:
         return list(await asyncio.gather(*(self._one(r) for r in batch)))

@@ -16,7 +16,9 @@ class ScorerActor:
             torch.set_num_threads(scoring.torch_threads)
         # Ray exposes only the GPUs assigned to this actor.
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.scorers = {n: MODELS[n].Scorer(getattr(filters, n), self.device) for n in names}
+        self.scorers = {
+            n: MODELS[n].Scorer(getattr(filters, n), self.device, scoring.chunk(n)) for n in names
+        }
         self.batchers = {
             n: MicroBatcher(self._scoring_fn(s), scoring.batch_size[n], scoring.max_wait_ms / 1000)
             for n, s in self.scorers.items()

@@ -70,7 +70,7 @@ def decide(row: Mapping[str, Any], filters: Filters) -> list[str]:
 
 
 class Scorer:
-    def __init__(self, cfg: ClipParagraphFilter, device: str) -> None:
+    def __init__(self, cfg: ClipParagraphFilter, device: str, chunk: int) -> None:
         import open_clip
 
         model, _, self.preprocess = open_clip.create_model_and_transforms(
@@ -79,6 +79,17 @@ class Scorer:
         self.model = model.eval()
         self.tokenizer = open_clip.get_tokenizer(cfg.model)
         self.device = device
+        self.chunk = chunk  # images and 77-token texts are fixed-size: chunks bound memory only
+
+    def _encode(self, encode, batch):
+        import torch
+
+        parts = [
+            encode(batch[i : i + self.chunk].to(self.device)).float()
+            for i in range(0, len(batch), self.chunk)
+        ]
+        out = torch.cat(parts)
+        return out / out.norm(dim=-1, keepdim=True)
 
     def unsupported(self, item: dict) -> str | None:
         return None
@@ -94,12 +105,8 @@ class Scorer:
         ]
         texts = [s for item in items for para in item["paragraphs"] for s in para]
         with torch.inference_mode():
-            img = self.model.encode_image(torch.stack(images).to(self.device)).float()
-            img = img / img.norm(dim=-1, keepdim=True)
-            txt = None
-            if texts:
-                txt = self.model.encode_text(self.tokenizer(texts).to(self.device)).float()
-                txt = txt / txt.norm(dim=-1, keepdim=True)
+            img = self._encode(self.model.encode_image, torch.stack(images))
+            txt = self._encode(self.model.encode_text, self.tokenizer(texts)) if texts else None
         out, i_img, i_txt = [], 0, 0
         for item in items:
             n_img = len(item["images"])

@@ -5,6 +5,7 @@ reject when the argmax is contradiction. Logits are stored in the canonical orde
 from collections.abc import Mapping
 from typing import Any
 
+from filters.batching import length_chunks
 from schemas.config import Filters, NliFilter
 from schemas.reasons import Reason
 from schemas.rows import NLI_LABELS
@@ -48,7 +49,7 @@ def canonical_order(id2label: Mapping[int, str]) -> list[int]:
 
 
 class Scorer:
-    def __init__(self, cfg: NliFilter, device: str) -> None:
+    def __init__(self, cfg: NliFilter, device: str, chunk: int) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         kw = {"trust_remote_code": cfg.trust_remote_code}
@@ -56,6 +57,7 @@ class Scorer:
         self.model = AutoModelForSequenceClassification.from_pretrained(cfg.model, **kw)
         self.model.to(device).eval()
         self.device = device
+        self.chunk = chunk
         self.order = canonical_order(self.model.config.id2label)
         self.max_len = min(
             self.tokenizer.model_max_length, self.model.config.max_position_embeddings
@@ -68,9 +70,14 @@ class Scorer:
     def score(self, items: list[tuple[str, str]]) -> list[list[float]]:
         import torch
 
-        enc = self.tokenizer(
-            [p for p, _ in items], [h for _, h in items], padding=True, return_tensors="pt"
-        ).to(self.device)
-        with torch.inference_mode():
-            logits = self.model(**enc).logits.float()
-        return logits[:, self.order].cpu().tolist()
+        enc = self.tokenizer([p for p, _ in items], [h for _, h in items])
+        out: list[list[float]] = [[] for _ in items]
+        for idx in length_chunks([len(ids) for ids in enc["input_ids"]], self.chunk):
+            batch = self.tokenizer.pad(
+                {k: [enc[k][i] for i in idx] for k in enc}, return_tensors="pt"
+            ).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(**batch).logits.float()[:, self.order].cpu().tolist()
+            for i, row in zip(idx, logits, strict=True):
+                out[i] = row
+        return out

@@ -25,12 +25,13 @@ def decide(row: Mapping[str, Any], filters: Filters) -> list[str]:
 
 
 class Scorer:
-    def __init__(self, cfg: StsFilter, device: str) -> None:
+    def __init__(self, cfg: StsFilter, device: str, chunk: int) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(
             cfg.model, device=device, trust_remote_code=cfg.trust_remote_code
         )
+        self.chunk = chunk
 
     def unsupported(self, item: tuple[str, str]) -> str | None:
         """Text past the model's max_seq_length would be silently truncated: say so instead."""
@@ -39,7 +40,11 @@ class Scorer:
         return Reason.STS_TOO_LONG if max(lengths) > limit else None
 
     def score(self, items: list[tuple[str, str]]) -> list[float]:
-        kw = {"batch_size": len(items), "convert_to_tensor": True, "normalize_embeddings": True}
-        raw = self.model.encode([a for a, _ in items], **kw)
-        rewrite = self.model.encode([b for _, b in items], **kw)
-        return (raw * rewrite).sum(dim=-1).float().cpu().tolist()
+        # One encode for both sides: sentence-transformers sorts all texts by length and runs
+        # chunks of `batch_size`, so little compute goes to padding.
+        texts = [a for a, _ in items] + [b for _, b in items]
+        emb = self.model.encode(
+            texts, batch_size=self.chunk, convert_to_tensor=True, normalize_embeddings=True
+        )
+        n = len(items)
+        return (emb[:n] * emb[n:]).sum(dim=-1).float().cpu().tolist()

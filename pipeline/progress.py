@@ -8,8 +8,10 @@ from schemas.rewrite import BusyStats
 def busy_fraction(
     stats: list[BusyStats], since: list[BusyStats] | None = None
 ) -> tuple[float | None, float | None]:
-    """(share of wall time with >= 1 running request, mean running / max sequences) over all
-    replicas, from `since` (a snapshot taken when the work started) or each one's first request.
+    """(share of wall time with >= 1 request inside, mean requests inside / max sequences) over
+    all replicas, from `since` (a snapshot taken when the work started) or each one's first
+    request, to its last completed request (or now while requests are inside): time after a
+    replica's last request is not time it was starved of work.
     """
     wall = busy = occupancy = 0.0
     for i, s in enumerate(stats):
@@ -17,7 +19,8 @@ def busy_fraction(
         start = base.now if base else s.first_request_at
         if start is None:
             continue
-        wall += s.now - start
+        end = s.now if s.running or s.last_done_at is None else s.last_done_at
+        wall += max(end - start, 0.0)
         busy += s.busy_s - (base.busy_s if base else 0.0)
         running = s.running_integral - (base.running_integral if base else 0.0)
         occupancy += running / s.max_num_seqs

@@ -124,6 +124,7 @@ class _ShardRun:
         self.fs, self.root = fsspec.core.url_to_fs(ctx.out)
         self.stats = StatsBuilder(job.shard)
         self.pending: dict[ray.ObjectRef, Callable[[Any], None]] = {}
+        self.rewriting: set[ray.ObjectRef] = set()  # the rewrite batches among `pending`
         self.batch: list[Sample] = []
         self.samples_in = 0
         self.calls = 0
@@ -168,11 +169,19 @@ class _ShardRun:
             requests.append(RewriteRequest(uid, prompt, sample.images, sample_seed(cfg.seed, uid)))
         ref = self._pick(self.rewriters).generate.remote(requests)
         self.pending[ref] = partial(self._on_rewritten, self.batch)
+        self.rewriting.add(ref)
         self.batch = []
 
-    def _drain(self, limit: int) -> None:
-        while len(self.pending) > limit:
+    def _drain(self, rewrite_limit: int, score_limit: int) -> None:
+        """Consume results until at most `rewrite_limit` rewrite batches and `score_limit`
+        scoring calls are out. Separate bounds: a scoring backlog must not stop this shard
+        from feeding the rewriters, and both bound the rows held in memory."""
+        while (
+            len(self.rewriting) > rewrite_limit
+            or len(self.pending) - len(self.rewriting) > score_limit
+        ):
             ready, _ = ray.wait(list(self.pending), num_returns=1)
+            self.rewriting.discard(ready[0])
             callback = self.pending.pop(ready[0])
             callback(ray.get(ready[0]))
 
@@ -275,9 +284,11 @@ class _ShardRun:
                 self.batch.append(item)
                 if len(self.batch) >= res.batch_size:
                     self._submit()
-                    self._drain(res.batches_in_flight_per_shard)
+                    self._drain(
+                        res.batches_in_flight_per_shard, res.score_calls_in_flight_per_shard
+                    )
         self._submit()
-        self._drain(0)
+        self._drain(0, 0)
 
     def run(self, fingerprint: InputFingerprint) -> ShardOutcome:
         started = time.monotonic()

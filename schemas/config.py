@@ -175,6 +175,7 @@ class Resources(_Strict):
     shards_in_flight: int = Field(default=4, gt=0)
     batch_size: int = Field(default=8, gt=0)  # samples per call to a rewriter replica
     batches_in_flight_per_shard: int = Field(default=4, gt=0)
+    score_calls_in_flight_per_shard: int = Field(default=16, gt=0)
     shard_task_cpus: float = Field(default=0.25, gt=0.0)
     shard_retries: int = Field(default=1, ge=0)  # Ray retries of a shard task lost to a crash
     actor_max_restarts: int = Field(default=2, ge=0)  # Ray restarts of a dead rewriter replica
@@ -200,8 +201,14 @@ class Scoring(_Strict):
     batch_size: dict[str, int] = Field(
         default_factory=lambda: {"sts": 64, "nli": 32, "clip_paragraph": 32, "reward": 16}
     )
+    # Items per forward pass, run on length-sorted chunks of the gathered batch (default: the
+    # batch size). On CPUs small chunks waste less compute on padding.
+    forward_batch_size: dict[str, int] = Field(default_factory=dict)
     max_wait_ms: float = Field(default=20.0, ge=0.0)
     torch_threads: int | None = Field(default=None, gt=0)
+
+    def chunk(self, name: str) -> int:
+        return self.forward_batch_size.get(name, self.batch_size[name])
 
     @model_validator(mode="after")
     def _each_once(self) -> "Scoring":

@@ -35,6 +35,8 @@ class BusyStats:
     """Busy = at least one request running. `running_integral` / wall gives mean running."""
 
     first_request_at: float | None
+    last_done_at: float | None
+    running: int  # requests inside the replica now
     busy_s: float
     running_integral: float
     now: float
