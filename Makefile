@@ -34,8 +34,11 @@ test-fast: setup
 	$(VPY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 # Prints JSON lines {bench, metric, value, unit, baseline, ratio, target}; see bench/.
+# bench/gpu_scorers.py is for a GPU machine: `python -m bench.gpu_scorers` (see README).
 bench: setup
 	$(VPY) -m bench.rewriter
+	$(VPY) -m bench.scorers
+	$(VPY) -m bench.pipeline
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -23,6 +23,7 @@ from pipeline.prompt import render_prompt, sample_seed
 from pipeline.reader import Sample, read_samples
 from schemas.config import RunConfig, load_config
 from schemas.rewrite import RewriteRequest
+from schemas.sample import TASKS
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -105,7 +106,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="pf1m-bench-"))
     shards, models = demo_inputs(work, args.samples, args.shards)
-    base = [f"input={shards}/*.tar", f"rewriter.model={models['rewriter']}", *args.overrides]
+    # (b) and (c) are about the rewriter path: model filters off, rule filters on.
+    rules_only = [f"filters.tasks.{task}=[length, change]" for task in TASKS]
+    base = [f"input={shards}/*.tar", f"rewriter.model={models['rewriter']}", *rules_only]
+    base += args.overrides
     cfg = absolutize(load_config(CONFIG, [*base, f"output={work / 'unused'}"]))
     batch, threads = cfg.resources.batch_size, cfg.resources.torch_threads or 1
 
