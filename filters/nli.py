@@ -5,7 +5,7 @@ reject when the argmax is contradiction. Logits are stored in the canonical orde
 from collections.abc import Mapping
 from typing import Any
 
-from filters.batching import length_chunks
+from filters.batching import SequenceClassifier
 from schemas.config import Filters, NliFilter
 from schemas.reasons import Reason
 from schemas.rows import NLI_LABELS
@@ -50,34 +50,13 @@ def canonical_order(id2label: Mapping[int, str]) -> list[int]:
 
 class Scorer:
     def __init__(self, cfg: NliFilter, device: str, chunk: int) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        kw = {"trust_remote_code": cfg.trust_remote_code}
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, **kw)
-        self.model = AutoModelForSequenceClassification.from_pretrained(cfg.model, **kw)
-        self.model.to(device).eval()
-        self.device = device
-        self.chunk = chunk
-        self.order = canonical_order(self.model.config.id2label)
-        self.max_len = min(
-            self.tokenizer.model_max_length, self.model.config.max_position_embeddings
-        )
+        self.clf = SequenceClassifier(cfg.model, cfg.trust_remote_code, device, chunk)
+        self.order = canonical_order(self.clf.model.config.id2label)
 
     def unsupported(self, item: tuple[str, str]) -> str | None:
-        length = len(self.tokenizer(*item)["input_ids"])
-        return Reason.NLI_TOO_LONG if length > self.max_len else None
+        length = len(self.clf.tokenizer(*item)["input_ids"])
+        return Reason.NLI_TOO_LONG if length > self.clf.max_len else None
 
     def score(self, items: list[tuple[str, str]]) -> list[list[float]]:
-        import torch
-
-        enc = self.tokenizer([p for p, _ in items], [h for _, h in items])
-        out: list[list[float]] = [[] for _ in items]
-        for idx in length_chunks([len(ids) for ids in enc["input_ids"]], self.chunk):
-            batch = self.tokenizer.pad(
-                {k: [enc[k][i] for i in idx] for k in enc}, return_tensors="pt"
-            ).to(self.device)
-            with torch.inference_mode():
-                logits = self.model(**batch).logits.float()[:, self.order].cpu().tolist()
-            for i, row in zip(idx, logits, strict=True):
-                out[i] = row
-        return out
+        rows = self.clf.logits([p for p, _ in items], [h for _, h in items])
+        return [[row[i] for i in self.order] for row in rows]

@@ -6,7 +6,7 @@ length are truncated (the reward is a recorded score, not a decision, by default
 from collections.abc import Mapping
 from typing import Any
 
-from filters.batching import length_chunks
+from filters.batching import SequenceClassifier
 from filters.nli import question
 from schemas.config import Filters, RewardFilter
 from schemas.reasons import Reason
@@ -37,35 +37,14 @@ def decide(row: Mapping[str, Any], filters: Filters) -> list[str]:
 
 class Scorer:
     def __init__(self, cfg: RewardFilter, device: str, chunk: int) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        kw = {"trust_remote_code": cfg.trust_remote_code}
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, **kw)
-        self.model = AutoModelForSequenceClassification.from_pretrained(cfg.model, **kw)
-        self.model.to(device).eval()
-        self.device = device
-        self.chunk = chunk
-        self.max_len = min(
-            self.tokenizer.model_max_length, self.model.config.max_position_embeddings
-        )
+        self.clf = SequenceClassifier(cfg.model, cfg.trust_remote_code, device, chunk)
 
     def unsupported(self, item: tuple[str, str, str]) -> str | None:
         return None
 
     def score(self, items: list[tuple[str, str, str]]) -> list[tuple[float, float]]:
-        import torch
-
         questions = [q for q, _, _ in items] * 2
         answers = [o for _, o, _ in items] + [r for _, _, r in items]
-        enc = self.tokenizer(questions, answers, truncation=True, max_length=self.max_len)
-        logits = [0.0] * len(questions)
-        for idx in length_chunks([len(ids) for ids in enc["input_ids"]], self.chunk):
-            batch = self.tokenizer.pad(
-                {k: [enc[k][i] for i in idx] for k in enc}, return_tensors="pt"
-            ).to(self.device)
-            with torch.inference_mode():
-                values = self.model(**batch).logits[:, 0].float().cpu().tolist()
-            for i, value in zip(idx, values, strict=True):
-                logits[i] = value
+        rows = self.clf.logits(questions, answers, truncation=True, max_length=self.clf.max_len)
         n = len(items)
-        return list(zip(logits[:n], logits[n:], strict=True))
+        return [(rows[i][0], rows[n + i][0]) for i in range(n)]

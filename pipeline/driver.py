@@ -115,6 +115,17 @@ def start_scorers(cfg: RunConfig, run_id: str) -> dict[str, list]:
     return by_name
 
 
+def _actor_error(exc: BaseException) -> str:
+    """`ACTOR NAME: last line of its creation error`, without Ray's traceback."""
+    text = str(exc)
+    name = next((w.split(":")[0] for w in text.split() if w.startswith("ray::pf1m")), "actor")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    cause = next(
+        (line for line in reversed(lines) if "Error" in line or "error" in line), lines[-1]
+    )
+    return f"{name.removeprefix('ray::')} could not start: {cause[:500]}"
+
+
 def _error_text(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
     text = str(cause) if cause is not None else str(exc)
@@ -159,6 +170,11 @@ class Driver:
         self.given_scorers = scorers
         self.fs, self.root = fsspec.core.url_to_fs(self.cfg.output)
 
+    @staticmethod
+    def _error(line: str) -> None:
+        """Errors are printed even with --quiet."""
+        print(f"error: {line}", file=sys.stderr, flush=True)
+
     def _say(self, line: str, live: bool = False) -> None:
         if self.quiet:
             return
@@ -201,11 +217,14 @@ class Driver:
         try:
             jobs, manifest = self._prepare()
         except (PlanError, ConfigError) as exc:
-            self._say(f"error: {exc}")
+            self._error(str(exc))
             return RunResult(ExitCode.BAD_CONFIG, self.cfg.output)
         started_ray = init_ray(self.cfg)
         try:
             return self._run(jobs, manifest)
+        except ray.exceptions.ActorDiedError as exc:  # a model that would not load, typically
+            self._error(_actor_error(exc))
+            return RunResult(ExitCode.ERROR, self.cfg.output)
         finally:
             if started_ray:
                 ray.shutdown()

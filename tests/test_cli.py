@@ -6,6 +6,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.cli import demo_model_overrides
 from tests.conftest import DEMO_CONFIG, ROOT
 
 pytestmark = pytest.mark.slow
@@ -13,10 +14,10 @@ pytestmark = pytest.mark.slow
 
 def test_pf1m_run_smoke(demo_models, demo_shards, tmp_path):
     out = tmp_path / "out"
+    models = [a for o in demo_model_overrides(demo_models["rewriter"].parent) for a in ("--set", o)]
     cmd = [
         sys.executable, "-m", "jobs.cli", "run", str(DEMO_CONFIG),
-        "--set", f"input={demo_shards}/*.tar", "--set", f"output={out}",
-        "--set", f"rewriter.model={demo_models['rewriter']}",
+        "--set", f"input={demo_shards}/*.tar", "--set", f"output={out}", *models,
         "--max-shards", "2", "--limit", "5", "--quiet",
     ]  # fmt: skip
     env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
@@ -26,3 +27,16 @@ def test_pf1m_run_smoke(demo_models, demo_shards, tmp_path):
     assert "samples in     10" in proc.stdout and "2/2 committed" in proc.stdout
     counted = sum(pq.read_metadata(p).num_rows for p in out.glob("*/0000[01].parquet"))
     assert counted == 10
+
+
+def test_a_model_that_cannot_load_is_a_clear_error(demo_models, demo_shards, tmp_path):
+    models = [a for o in demo_model_overrides(demo_models["rewriter"].parent) for a in ("--set", o)]
+    cmd = [
+        sys.executable, "-m", "jobs.cli", "run", str(DEMO_CONFIG),
+        "--set", f"input={demo_shards}/*.tar", "--set", f"output={tmp_path / 'out'}", *models,
+        "--set", f"filters.nli.model={tmp_path / 'no-such-model'}", "--quiet",
+    ]  # fmt: skip
+    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 1
+    assert "could not start" in proc.stderr and "pf1m-scorer" in proc.stderr
