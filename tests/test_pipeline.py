@@ -219,3 +219,14 @@ def test_a_scorer_failing_on_one_sample_quarantines_it_alone(
     others = rows(out, "data", "caps") + rows(out, "rejected", "caps")
     assert sorted(r["key"] for r in others) == ["k0", "k1", "k3", "k4", "k5"]
     assert all(r["sts"] is not None and r["paragraphs"] is not None for r in others)
+
+
+def test_pf1m_resume_uses_the_recorded_config(demo_run, capsys):
+    from jobs.cli import main
+
+    out, result = demo_run
+    assert main(["resume", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "4/4 committed (0 processed now)" in printed
+    assert f"samples in     {result.summary['samples_in']}" in printed
+    assert main(["resume", str(out / "nowhere")]) == 2
