@@ -17,17 +17,18 @@ class MicroBatcher:
         self.fn = fn
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
-        self.queue: asyncio.Queue = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1)
-        self._loop_task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
         self.items = 0
 
     async def submit(self, item: Any) -> Any:
         """The item's result, or the exception raised on it alone."""
-        if self._loop_task is None:
-            self._loop_task = asyncio.get_running_loop().create_task(self._run())
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a new event loop: queue and worker with it
+            self._loop, self.queue = loop, asyncio.Queue()
+            self._worker = loop.create_task(self._run())
+        future = loop.create_future()
         await self.queue.put((item, future))
         return await future
 

@@ -9,15 +9,20 @@ from schemas.scores import ScoreResult
 
 
 class ScorerActor:
-    def __init__(self, filters: Filters, names: list[str], scoring: Scoring) -> None:
+    def __init__(
+        self, filters: Filters, names: list[str], scoring: Scoring, deterministic: bool = False
+    ) -> None:
+        """`deterministic`: one item per forward pass, so a score never depends on which items
+        shared its batch (float results change with batch shapes)."""
         import torch
 
         if scoring.torch_threads:
             torch.set_num_threads(scoring.torch_threads)
         # Ray exposes only the GPUs assigned to this actor.
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        chunk = (lambda n: 1) if deterministic else scoring.chunk
         self.scorers = {
-            n: MODELS[n].Scorer(getattr(filters, n), self.device, scoring.chunk(n)) for n in names
+            n: MODELS[n].Scorer(getattr(filters, n), self.device, chunk(n)) for n in names
         }
         self.batchers = {
             n: MicroBatcher(self._scoring_fn(s), scoring.batch_size[n], scoring.max_wait_ms / 1000)

@@ -71,10 +71,10 @@ def init_ray(cfg: RunConfig) -> bool:
 
 
 def start_rewriters(cfg: RunConfig, run_id: str) -> list:
-    from actors.rewriter import Rewriter
+    from actors.rewriter import BACKENDS
 
     res = cfg.resources
-    cls = ray.remote(Rewriter)
+    cls = ray.remote(BACKENDS[cfg.rewriter.backend])
     return [
         cls.options(
             name=f"pf1m-rewriter-{run_id}-{i}",
@@ -107,7 +107,7 @@ def start_scorers(cfg: RunConfig, run_id: str) -> dict[str, list]:
                 max_concurrency=4096,
                 max_restarts=cfg.resources.actor_max_restarts,
                 max_task_retries=cfg.resources.actor_max_restarts,
-            ).remote(cfg.filters, names, cfg.scoring)
+            ).remote(cfg.filters, names, cfg.scoring, cfg.rewriter.deterministic)
             for r in range(group.replicas)
         ]
         for name in names:

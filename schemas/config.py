@@ -54,8 +54,22 @@ class Engine(_Strict):
     extra_args: dict[str, Any] = Field(default_factory=dict)  # passed to vLLM's EngineArgs
 
 
+class TransformersEngine(_Strict):
+    """The `transformers` backend's batching: speed only, not what is generated (except in
+    deterministic mode, which forces one sample per generate call)."""
+
+    batch_size: int = Field(default=8, gt=0)
+    max_wait_ms: float = Field(default=20.0, ge=0.0)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
 class Rewriter(_Strict):
-    backend: Literal["vllm"] = "vllm"
+    # vllm: continuous batching, the default. transformers: batched `generate`, for models
+    # vLLM cannot load and for deterministic runs.
+    backend: Literal["vllm", "transformers"] = "vllm"
+    # Rows that do not depend on batching: transformers one sample per call with its own
+    # seed, or vLLM one sequence at a time. Slower; for runs that must compare row for row.
+    deterministic: bool = False
     model: str  # hub id or local path
     tokenizer: str | None = None
     image_token: str | None = None  # default: the model processor's own image token
@@ -68,6 +82,7 @@ class Rewriter(_Strict):
     answer_marker: str
     decoding: Decoding
     engine: Engine = Field(default_factory=Engine)
+    transformers: TransformersEngine = Field(default_factory=TransformersEngine)
 
     @model_validator(mode="after")
     def _template_fields(self) -> "Rewriter":
@@ -260,7 +275,7 @@ class RunConfig(_Strict):
 
     def hashed_view(self, fingerprints: dict[str, str]) -> dict[str, Any]:
         """Only what changes the output; resources, batch sizes and engine tuning may change."""
-        rewriter = self.rewriter.model_dump(exclude={"engine"})
+        rewriter = self.rewriter.model_dump(exclude={"engine", "transformers"})
         return {
             "rewriter": rewriter,
             "model_fingerprints": fingerprints,

@@ -46,3 +46,9 @@ def test_wrong_result_count_is_an_error():
         return await asyncio.gather(batcher.submit(1), return_exceptions=True)
 
     assert isinstance(run(main())[0], RuntimeError)
+
+
+def test_batcher_follows_a_new_event_loop():
+    batcher = MicroBatcher(lambda items: items, batch_size=4, max_wait_s=0.0)
+    assert run(batcher.submit(1)) == 1
+    assert run(batcher.submit(2)) == 2
