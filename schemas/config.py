@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from schemas.sample import TASKS, Task
 
-RULE_FILTERS: tuple[str, ...] = ("length", "change")
 MODEL_FILTERS: tuple[str, ...] = ("sts", "nli", "clip_paragraph", "reward")
 FilterName = Literal["length", "change", "sts", "nli", "clip_paragraph", "reward"]
 
