@@ -139,10 +139,26 @@ class VllmRewriter(_Replica):
             limit_mm_per_prompt={"image": cfg.max_images},
             seed=seed,
             disable_log_stats=True,
+            **self._lora_args(cfg),
             **cfg.engine.extra_args,
         )
         self.engine = AsyncLLM.from_engine_args(args)
         self._requests = 0
+        from vllm.lora.request import LoRARequest
+
+        self.adapters = {
+            a.name: LoRARequest(a.name, i + 1, a.path) for i, a in enumerate(cfg.adapters)
+        }
+
+    @staticmethod
+    def _lora_args(cfg: RewriterConfig) -> dict:
+        if not cfg.adapters:
+            return {}
+        return {
+            "enable_lora": True,
+            "max_loras": len(cfg.adapters),
+            "max_lora_rank": cfg.engine.max_lora_rank,
+        }
 
     def _sampling(self, seed: int):
         from vllm import SamplingParams
@@ -164,8 +180,10 @@ class VllmRewriter(_Replica):
             prompt["multi_modal_data"] = {"image": decode_images(req.images)}
         self._requests += 1  # request ids stay unique when a uid is retried
         final = None
+        lora = self.adapters[req.adapter] if req.adapter else None
+        request_id = f"{req.uid}#{self._requests}"
         async for out in self.engine.generate(
-            prompt, self._sampling(req.seed), f"{req.uid}#{self._requests}"
+            prompt, self._sampling(req.seed), request_id, lora_request=lora
         ):
             final = out
         completion = final.outputs[0]

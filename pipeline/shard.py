@@ -166,7 +166,10 @@ class _ShardRun:
                 len(sample.images),
                 self.ctx.image_token,
             )
-            requests.append(RewriteRequest(uid, prompt, sample.images, sample_seed(cfg.seed, uid)))
+            adapter = cfg.rewriter.adapter_for(sample.source, sample.record.task)
+            seed = sample_seed(cfg.seed, uid)
+            name = adapter.name if adapter else None
+            requests.append(RewriteRequest(uid, prompt, sample.images, seed, name))
         ref = self._pick(self.rewriters).generate.remote(requests)
         self.pending[ref] = partial(self._on_rewritten, self.batch)
         self.rewriting.add(ref)
