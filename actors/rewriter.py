@@ -42,6 +42,49 @@ def decode_images(payloads: list[bytes]) -> list[Image.Image]:
     return [Image.open(io.BytesIO(b)).convert("RGB") for b in payloads]
 
 
+NGRAM_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
+
+
+def vllm_engine_kwargs(cfg: RewriterConfig, seed: int) -> dict:
+    """vLLM engine arguments for a rewriter config (EngineArgs / AsyncEngineArgs / LLM)."""
+    kwargs = dict(
+        model=cfg.model,
+        tokenizer=cfg.tokenizer,
+        dtype=cfg.dtype,
+        trust_remote_code=cfg.trust_remote_code,
+        max_model_len=cfg.max_model_len,
+        max_num_seqs=1 if cfg.deterministic else cfg.engine.max_num_seqs,
+        enforce_eager=cfg.engine.enforce_eager,
+        enable_chunked_prefill=cfg.engine.enable_chunked_prefill,
+        gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
+        limit_mm_per_prompt={"image": cfg.max_images},
+        seed=seed,
+        disable_log_stats=True,
+    )
+    if cfg.decoding.no_repeat_ngram_size:
+        kwargs["logits_processors"] = [NGRAM_PROCESSOR]
+    return {**kwargs, **cfg.engine.extra_args}
+
+
+def vllm_sampling(cfg: RewriterConfig, seed: int):
+    from vllm import SamplingParams
+
+    d = cfg.decoding
+    extra = None
+    if d.no_repeat_ngram_size:  # the window covers the whole output
+        extra = {"ngram_size": d.no_repeat_ngram_size, "window_size": d.max_tokens}
+    return SamplingParams(
+        max_tokens=d.max_tokens,
+        temperature=d.temperature,
+        top_k=d.top_k,
+        top_p=d.top_p,
+        repetition_penalty=d.repetition_penalty,
+        stop=d.stop or None,
+        seed=seed,
+        extra_args=extra,
+    )
+
+
 def _set_threads(cpu_threads: int | None) -> None:
     if cpu_threads:
         import torch
@@ -123,56 +166,11 @@ class VllmRewriter(_Replica):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        max_num_seqs = 1 if cfg.deterministic else cfg.engine.max_num_seqs
         token = resolve_image_token(cfg.model, cfg.trust_remote_code, cfg.image_token)
-        super().__init__(cfg, token, max_num_seqs)
-        args = AsyncEngineArgs(
-            model=cfg.model,
-            tokenizer=cfg.tokenizer,
-            dtype=cfg.dtype,
-            trust_remote_code=cfg.trust_remote_code,
-            max_model_len=cfg.max_model_len,
-            max_num_seqs=max_num_seqs,
-            enforce_eager=cfg.engine.enforce_eager,
-            enable_chunked_prefill=cfg.engine.enable_chunked_prefill,
-            gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
-            limit_mm_per_prompt={"image": cfg.max_images},
-            seed=seed,
-            disable_log_stats=True,
-            **self._lora_args(cfg),
-            **cfg.engine.extra_args,
-        )
-        self.engine = AsyncLLM.from_engine_args(args)
+        kwargs = vllm_engine_kwargs(cfg, seed)
+        super().__init__(cfg, token, kwargs["max_num_seqs"])
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         self._requests = 0
-        from vllm.lora.request import LoRARequest
-
-        self.adapters = {
-            a.name: LoRARequest(a.name, i + 1, a.path) for i, a in enumerate(cfg.adapters)
-        }
-
-    @staticmethod
-    def _lora_args(cfg: RewriterConfig) -> dict:
-        if not cfg.adapters:
-            return {}
-        return {
-            "enable_lora": True,
-            "max_loras": len(cfg.adapters),
-            "max_lora_rank": cfg.engine.max_lora_rank,
-        }
-
-    def _sampling(self, seed: int):
-        from vllm import SamplingParams
-
-        d = self.cfg.decoding
-        return SamplingParams(
-            max_tokens=d.max_tokens,
-            temperature=d.temperature,
-            top_k=d.top_k,
-            top_p=d.top_p,
-            repetition_penalty=d.repetition_penalty,
-            stop=d.stop or None,
-            seed=seed,
-        )
 
     async def _run(self, req: RewriteRequest) -> RewriteResult:
         prompt: dict = {"prompt": req.prompt}
@@ -180,10 +178,9 @@ class VllmRewriter(_Replica):
             prompt["multi_modal_data"] = {"image": decode_images(req.images)}
         self._requests += 1  # request ids stay unique when a uid is retried
         final = None
-        lora = self.adapters[req.adapter] if req.adapter else None
         request_id = f"{req.uid}#{self._requests}"
         async for out in self.engine.generate(
-            prompt, self._sampling(req.seed), request_id, lora_request=lora
+            prompt, vllm_sampling(self.cfg, req.seed), request_id
         ):
             final = out
         completion = final.outputs[0]
@@ -242,6 +239,7 @@ class TransformersRewriter(_Replica):
                 top_k=d.top_k if sampling and d.top_k > 0 else None,
                 top_p=d.top_p if sampling else None,
                 repetition_penalty=d.repetition_penalty,
+                no_repeat_ngram_size=d.no_repeat_ngram_size,
                 pad_token_id=self.tokenizer.pad_token_id,
                 **extra,
             )

@@ -54,8 +54,6 @@ def absolutize(cfg: RunConfig) -> RunConfig:
         return prefix + os.path.abspath(path) if os.path.exists(path) else value
 
     data["rewriter"]["model"] = fix_model(cfg.rewriter.model)
-    for adapter in data["rewriter"]["adapters"]:
-        adapter["path"] = fix_model(adapter["path"])
     for name in cfg.filters.model_filters():
         data["filters"][name]["model"] = fix_model(getattr(cfg.filters, name).model)
     return RunConfig.model_validate(data)

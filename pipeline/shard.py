@@ -166,10 +166,8 @@ class _ShardRun:
                 len(sample.images),
                 self.ctx.image_token,
             )
-            adapter = cfg.rewriter.adapter_for(sample.source, sample.record.task)
             seed = sample_seed(cfg.seed, uid)
-            name = adapter.name if adapter else None
-            requests.append(RewriteRequest(uid, prompt, sample.images, seed, name))
+            requests.append(RewriteRequest(uid, prompt, sample.images, seed))
         ref = self._pick(self.rewriters).generate.remote(requests)
         self.pending[ref] = partial(self._on_rewritten, self.batch)
         self.rewriting.add(ref)

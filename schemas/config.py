@@ -38,6 +38,10 @@ class Decoding(_Strict):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(default=1.0, gt=0.0)
     stop: list[str] = Field(default_factory=list)
+    # Ban a token that would repeat an n-gram of the generated text. vLLM: its per-request
+    # n-gram logits processor over the output; transformers: `generate`'s own, which also
+    # counts the prompt's n-grams.
+    no_repeat_ngram_size: int | None = Field(default=None, gt=0)
 
 
 class Engine(_Strict):
@@ -47,7 +51,6 @@ class Engine(_Strict):
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
     cpu_kvcache_gb: int = Field(default=1, gt=0)
-    max_lora_rank: int = Field(default=16, gt=0)  # the largest rank among rewriter.adapters
     # None: vLLM's default. The CPU build must turn it off when requests carry seeds: a
     # discarded partial-prefill token rewinds the seeded generator, which CPU generators refuse.
     enable_chunked_prefill: bool | None = None
@@ -61,16 +64,6 @@ class TransformersEngine(_Strict):
     batch_size: int = Field(default=8, gt=0)
     max_wait_ms: float = Field(default=20.0, ge=0.0)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-
-class Adapter(_Strict):
-    """A LoRA adapter (peft format) applied per request. A sample uses the first adapter whose
-    `sources` and `tasks` (each: any when empty) match it; no match: the base model."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    path: str
-    sources: list[str] = Field(default_factory=list)
-    tasks: list[Task] = Field(default_factory=list)
 
 
 class Rewriter(_Strict):
@@ -91,26 +84,8 @@ class Rewriter(_Strict):
     template: str
     answer_marker: str
     decoding: Decoding
-    adapters: list[Adapter] = Field(default_factory=list)
     engine: Engine = Field(default_factory=Engine)
     transformers: TransformersEngine = Field(default_factory=TransformersEngine)
-
-    @model_validator(mode="after")
-    def _adapters(self) -> "Rewriter":
-        names = [a.name for a in self.adapters]
-        if len(set(names)) != len(names):
-            raise ValueError("adapters: names must be unique")
-        if self.adapters and self.backend != "vllm":
-            raise ValueError("adapters are served by the vllm backend; merge them for transformers")
-        return self
-
-    def adapter_for(self, source: str, task: str) -> Adapter | None:
-        for adapter in self.adapters:
-            if (not adapter.sources or source in adapter.sources) and (
-                not adapter.tasks or task in adapter.tasks
-            ):
-                return adapter
-        return None
 
     @model_validator(mode="after")
     def _template_fields(self) -> "Rewriter":
@@ -297,8 +272,6 @@ class RunConfig(_Strict):
     def models(self) -> dict[str, str]:
         """Every model this run loads: rewriter and the model filters some task uses."""
         out = {"rewriter": self.rewriter.model}
-        for adapter in self.rewriter.adapters:  # an adapter's weights change the output too
-            out[f"adapter:{adapter.name}"] = adapter.path
         for name in self.filters.model_filters():
             out[name] = getattr(self.filters, name).model
         return out

@@ -10,7 +10,6 @@ class RewriteRequest:
     prompt: str
     images: list[bytes]
     seed: int
-    adapter: str | None = None  # a rewriter.adapters name; None: the base model
 
 
 @dataclass

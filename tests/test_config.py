@@ -91,37 +91,3 @@ def test_cli_refuses_bad_config_before_any_work(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert "invalid config" in proc.stderr and "--set" in proc.stderr
     assert not out.exists()
-
-
-def test_adapters_pick_by_source_and_task_and_enter_the_hash(tmp_path):
-    adapters = (
-        "rewriter.adapters=[{name: vqa, path: /a/vqa, tasks: [vqa]},"
-        " {name: coco, path: /a/coco, sources: [coco]}, {name: rest, path: /a/rest}]"
-    )
-    cfg = load_config(PAPER_CONFIG, [adapters])
-    pick = cfg.rewriter.adapter_for
-    assert pick("coco", "vqa").name == "vqa"  # first match wins
-    assert pick("coco", "caption").name == "coco"
-    assert pick("flickr", "caption").name == "rest"
-    assert load_config(PAPER_CONFIG).rewriter.adapter_for("coco", "vqa") is None
-    assert cfg.models()["adapter:coco"] == "/a/coco"
-    base = load_config(PAPER_CONFIG)
-    assert config_hash(cfg.hashed_view(cfg.models())) != config_hash(
-        base.hashed_view(base.models())
-    )
-
-
-@pytest.mark.parametrize(
-    "overrides,message",
-    [
-        (["rewriter.adapters=[{name: a, path: /x}, {name: a, path: /y}]"], "names must be unique"),
-        (
-            ["rewriter.backend=transformers", "rewriter.adapters=[{name: a, path: /x}]"],
-            "vllm backend",
-        ),
-        (["rewriter.adapters=[{name: 'a b', path: /x}]"], "rewriter.adapters.0.name"),
-    ],
-)
-def test_bad_adapters(overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        load_config(PAPER_CONFIG, overrides)
