@@ -25,8 +25,11 @@ def test_ngram_processor_removes_repeated_trigrams(demo_models, demo_shards, tmp
     off = demo_config(demo_shards, demo_models, tmp_path, *greedy).rewriter
     llm = LLM(**vllm_engine_kwargs(on, seed=0))  # the processor is loaded; requests opt in
     prompts = ["What is a circle?", "Describe the image in detail.", "the the the"]
-    plain = llm.generate(prompts, vllm_sampling(off, 0))
-    banned = llm.generate(prompts, vllm_sampling(on, 0))
+    try:
+        plain = llm.generate(prompts, vllm_sampling(off, 0))
+        banned = llm.generate(prompts, vllm_sampling(on, 0))
+    finally:  # stop the engine now, not at interpreter exit after pytest's summary
+        llm.llm_engine.engine_core.shutdown()
     plain_ids = [o.outputs[0].token_ids for o in plain]
     banned_ids = [o.outputs[0].token_ids for o in banned]
     assert sum(repeated_ngrams(list(ids), 3) for ids in plain_ids) > 0  # the model does loop
