@@ -35,6 +35,13 @@ def write_temporaries(fs, root: str, shard: str) -> dict:
     return written
 
 
+def commit_one(fs, root: str, shard: str):
+    return commit_shard(
+        fs, root, shard, write_temporaries(fs, root, shard),
+        run_id="r", fingerprint=FP, config_hash="h", samples_in=1,
+    )  # fmt: skip
+
+
 def test_temporary_names_never_end_in_parquet():
     name = tmp_path("/o/data/x.parquet")
     assert name.startswith("/o/data/x.parquet") and not name.endswith(".parquet")
@@ -57,16 +64,7 @@ def test_commit_moves_files_then_writes_marker(fs, tmp_path):
 
 def test_done_needs_same_input_and_config(fs, tmp_path):
     root = str(tmp_path)
-    commit_shard(
-        fs,
-        root,
-        "s",
-        write_temporaries(fs, root, "s"),
-        run_id="r",
-        fingerprint=FP,
-        config_hash="h",
-        samples_in=1,
-    )
+    commit_one(fs, root, "s")
     marker = read_marker(fs, root, "s")
     assert is_done(marker, FP, "h")
     assert not is_done(marker, FP.model_copy(update={"size": 11}), "h")
@@ -88,16 +86,7 @@ def test_clean_removes_half_commits_and_temporaries(fs, tmp_path):
 
 def test_verify_names_the_tampered_shard(fs, tmp_path):
     root = str(tmp_path)
-    marker = commit_shard(
-        fs,
-        root,
-        "s",
-        write_temporaries(fs, root, "s"),
-        run_id="r",
-        fingerprint=FP,
-        config_hash="h",
-        samples_in=1,
-    )
+    marker = commit_one(fs, root, "s")
     with fs.open(f"{root}/{relpath('rejected', 's')}", "wb") as f:
         f.write(b"tampered")
     fs.rm(f"{root}/{relpath('stats', 's')}")
