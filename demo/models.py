@@ -23,10 +23,6 @@ VOCAB_SIZE = 1024
 VISION_PATCH = 16
 
 
-def _seed(seed: int) -> None:
-    torch.manual_seed(seed)
-
-
 def build_tokenizer():
     """A byte-level BPE trained on demo text: the tiny rewriter needs a tokenizer of its own."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -66,7 +62,7 @@ def build_rewriter(out: Path, seed: int = 0) -> Path:
         LlavaProcessor,
     )
 
-    _seed(seed)
+    torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     vision = CLIPVisionConfig(
@@ -139,7 +135,7 @@ def build_clip(out: Path, seed: int = 0) -> Path:
     import open_clip
     from safetensors.torch import save_file
 
-    _seed(seed)
+    torch.manual_seed(seed)
     model_cfg = {
         "embed_dim": 64,
         "vision_cfg": {
@@ -176,7 +172,7 @@ def _bert_classifier(out: Path, labels: dict[int, str], seed: int) -> Path:
 
     from demo.sts import sts_model_path
 
-    _seed(seed)
+    torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(sts_model_path())
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
