@@ -32,6 +32,12 @@ class MicroBatcher:
         await self.queue.put((item, future))
         return await future
 
+    def close(self) -> None:
+        """Stop taking batches; a batch already running finishes in its thread."""
+        if self._loop is not None:
+            self._worker.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
     async def _collect(self) -> list:
         batch = [await self.queue.get()]
         deadline = time.monotonic() + self.max_wait_s

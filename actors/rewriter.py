@@ -10,18 +10,26 @@ Both take images as encoded bytes and decode them here, record token counts and 
 reasons, and turn a failing request into an error result without failing its batch. In
 `deterministic` mode rows do not depend on batching: vLLM runs one sequence at a time,
 transformers one sample per `generate` call seeded with the sample's own seed.
+
+Failures: a request over `request_timeout_s` restarts the engine (requests cancelled by the
+restart run again) and is retried once, then returned as error class `timeout`. A dead vLLM
+engine ends the actor process, so Ray restarts the replica and retries its calls.
 """
 
 import asyncio
 import io
+import logging
 import os
 import time
 
 from PIL import Image
 
 from actors.batcher import MicroBatcher
+from pipeline import faults
 from schemas.config import Rewriter as RewriterConfig
 from schemas.rewrite import BusyStats, RewriteRequest, RewriteResult, RewriterInfo
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_image_token(model: str, trust_remote_code: bool, override: str | None) -> str:
@@ -41,6 +49,8 @@ def resolve_image_token(model: str, trust_remote_code: bool, override: str | Non
 def decode_images(payloads: list[bytes]) -> list[Image.Image]:
     return [Image.open(io.BytesIO(b)).convert("RGB") for b in payloads]
 
+
+TIMEOUT = "timeout"  # error class of a request quarantined after its retry also timed out
 
 NGRAM_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
 
@@ -85,6 +95,27 @@ def vllm_sampling(cfg: RewriterConfig, seed: int):
     )
 
 
+def vllm_beam_ignores(cfg: RewriterConfig) -> list[str]:
+    """Decoding settings that vLLM's beam search leaves unused (it samples nothing)."""
+    d = cfg.decoding
+    unused = {
+        "top_k": d.top_k > 0,
+        "top_p": d.top_p < 1.0,
+        "repetition_penalty": d.repetition_penalty != 1.0,
+    }
+    return [name for name, set_ in unused.items() if set_]
+
+
+def _exit_for_restart(exc: BaseException) -> None:
+    """Inside a Ray actor, end the process: Ray restarts the replica (`max_restarts`) and
+    retries its calls (`max_task_retries`). In-process (tests, benchmarks) the error rises."""
+    import ray
+
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id():
+        logger.error("the engine died (%s); exiting so that Ray restarts this replica", exc)
+        os._exit(1)
+
+
 def _set_threads(cpu_threads: int | None) -> None:
     if cpu_threads:
         import torch
@@ -107,6 +138,12 @@ class _Replica:
         self._busy_s = 0.0
         self._running_integral = 0.0
         self._done = 0
+        self._generation = 0  # bumped by each engine restart
+        self._restarts = 0
+        self._inflight: set[asyncio.Future] = set()
+        self._ready = asyncio.Event()
+        self._ready.set()
+        self._restart_lock = asyncio.Lock()
 
     def info(self) -> RewriterInfo:
         return RewriterInfo(self.cfg.model, self.image_token, self.cfg.max_model_len)
@@ -138,12 +175,62 @@ class _Replica:
     async def _run(self, req: RewriteRequest) -> RewriteResult:
         raise NotImplementedError
 
+    async def _restart_engine(self) -> None:
+        raise NotImplementedError
+
+    async def _timed(self, req: RewriteRequest) -> RewriteResult:
+        stall = faults.delay("slow_rewrite", req.uid)
+        if stall:
+            await asyncio.sleep(stall)
+        return await self._run(req)
+
+    async def _restart(self, generation: int) -> None:
+        """Restart the engine once per timed-out generation; requests still running on the
+        old engine are cancelled and run again on the new one."""
+        async with self._restart_lock:
+            if self._generation != generation:  # another request already restarted it
+                return
+            self._generation += 1
+            self._ready.clear()
+            for task in list(self._inflight):
+                task.cancel()
+            try:
+                await self._restart_engine()
+            finally:
+                self._restarts += 1
+                self._ready.set()
+
+    async def _attempts(self, req: RewriteRequest) -> RewriteResult:
+        """Run a request; a timeout restarts the engine and retries once, then gives up."""
+        timeout = self.cfg.request_timeout_s
+        timed_out = 0
+        while True:
+            await self._ready.wait()
+            generation = self._generation
+            task = asyncio.ensure_future(asyncio.wait_for(self._timed(req), timeout))
+            self._inflight.add(task)
+            try:
+                return await task
+            except asyncio.CancelledError:
+                if task.cancelled() and self._generation != generation:
+                    continue  # its engine was restarted under it: not its fault, run again
+                raise
+            except TimeoutError:
+                timed_out += 1
+                await self._restart(generation)
+                if timed_out == 2:
+                    text = f"no answer within {timeout} s, twice (the engine restarted between)"
+                    return RewriteResult(req.uid, None, None, None, None, TIMEOUT, text)
+            finally:
+                self._inflight.discard(task)
+
     async def _one(self, req: RewriteRequest) -> RewriteResult:
         self._track(+1)
         try:
-            return await self._run(req)
+            return await self._attempts(req)
         except Exception as exc:  # one bad request must not fail its batch ...
-            if type(exc).__name__ == "EngineDeadError":  # ... but a dead engine fails the call
+            if type(exc).__name__ == "EngineDeadError":  # ... but a dead engine ends the replica
+                _exit_for_restart(exc)
                 raise
             return RewriteResult(
                 req.uid, None, None, None, None, type(exc).__name__, str(exc)[:2000]
@@ -156,6 +243,10 @@ class _Replica:
     async def generate(self, batch: list[RewriteRequest]) -> list[RewriteResult]:
         return list(await asyncio.gather(*(self._one(r) for r in batch)))
 
+    def restarts(self) -> int:
+        """Engine restarts after timeouts since the actor started."""
+        return self._restarts
+
 
 class VllmRewriter(_Replica):
     def __init__(self, cfg: RewriterConfig, seed: int, cpu_threads: int | None = None) -> None:
@@ -163,25 +254,38 @@ class VllmRewriter(_Replica):
         if cpu_threads:
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         _set_threads(cpu_threads)
+        token = resolve_image_token(cfg.model, cfg.trust_remote_code, cfg.image_token)
+        self.kwargs = vllm_engine_kwargs(cfg, seed)
+        super().__init__(cfg, token, self.kwargs["max_num_seqs"])
+        self.engine = self._start_engine()
+        self._requests = 0
+        if cfg.decoding.beam_width:
+            unused = vllm_beam_ignores(cfg)
+            if unused:
+                logger.warning("vLLM beam search does not use decoding.%s", ", ".join(unused))
+
+    def _start_engine(self):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        token = resolve_image_token(cfg.model, cfg.trust_remote_code, cfg.image_token)
-        kwargs = vllm_engine_kwargs(cfg, seed)
-        super().__init__(cfg, token, kwargs["max_num_seqs"])
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
-        self._requests = 0
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**self.kwargs))
+
+    async def _restart_engine(self) -> None:
+        self.engine.shutdown()
+        self.engine = self._start_engine()
 
     async def _run(self, req: RewriteRequest) -> RewriteResult:
         prompt: dict = {"prompt": req.prompt}
         if req.images:
             prompt["multi_modal_data"] = {"image": decode_images(req.images)}
         self._requests += 1  # request ids stay unique when a uid is retried
-        final = None
         request_id = f"{req.uid}#{self._requests}"
-        async for out in self.engine.generate(
-            prompt, vllm_sampling(self.cfg, req.seed), request_id
-        ):
+        if self.cfg.decoding.beam_width:
+            stream = self._beam_search(prompt, request_id)
+        else:
+            stream = self.engine.generate(prompt, vllm_sampling(self.cfg, req.seed), request_id)
+        final = None
+        async for out in stream:
             final = out
         completion = final.outputs[0]
         return RewriteResult(
@@ -192,8 +296,31 @@ class VllmRewriter(_Replica):
             len(completion.token_ids),
         )
 
+    async def _beam_search(self, prompt: dict, request_id: str):
+        """vLLM's online beam search, the engine-level equivalent of `LLM.beam_search`."""
+        from vllm.entrypoints.generate.beam_search.online import BeamSearchOnlineMixin
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
+        from vllm.sampling_params import BeamSearchParams
+
+        class Search(BeamSearchOnlineMixin):
+            def __init__(self, engine) -> None:
+                self.engine_client, self.renderer = engine, engine.renderer
+
+        d = self.cfg.decoding
+        parsed = parse_model_prompt(self.engine.model_config, prompt)
+        (engine_input,) = await self.engine.renderer.render_cmpl_async([parsed])
+        params = BeamSearchParams(
+            beam_width=d.beam_width,
+            max_tokens=d.max_tokens,
+            temperature=d.temperature,
+            length_penalty=d.length_penalty,
+        )
+        async for out in Search(self.engine).beam_search(engine_input, request_id, params):
+            yield out
+
     def shutdown(self) -> None:
         self.engine.shutdown()
+        self.engine = None  # its finaliser runs now, not at interpreter exit
 
 
 class TransformersRewriter(_Replica):
@@ -219,6 +346,12 @@ class TransformersRewriter(_Replica):
     async def _run(self, req: RewriteRequest) -> RewriteResult:
         return await self.batcher.submit(req)
 
+    async def _restart_engine(self) -> None:
+        """A fresh batcher and worker thread. A `generate` call that never returns cannot be
+        interrupted: its thread is left behind, and the model is shared."""
+        self.batcher.close()
+        self.batcher = MicroBatcher(self._generate_batch, self.capacity, self.batcher.max_wait_s)
+
     def _generate_batch(self, reqs: list[RewriteRequest]) -> list[RewriteResult]:
         import torch
 
@@ -240,6 +373,8 @@ class TransformersRewriter(_Replica):
                 top_p=d.top_p if sampling else None,
                 repetition_penalty=d.repetition_penalty,
                 no_repeat_ngram_size=d.no_repeat_ngram_size,
+                num_beams=d.beam_width or 1,
+                length_penalty=d.length_penalty,
                 pad_token_id=self.tokenizer.pad_token_id,
                 **extra,
             )

@@ -101,9 +101,6 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--hf-samples", type=int, default=70)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--no-ngram", dest="ngram", action="store_false", help="skip the n-gram overhead line"
-    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
@@ -139,22 +136,6 @@ def main() -> None:
     best = max(runs, key=lambda r: r["samples_per_s"])
     for actor in actors:
         ray.kill(actor)
-    ngram_rate = None
-    if args.ngram:  # same requests on an engine that bans repeated 3-grams in every request
-        ngram_cfg = absolutize(
-            load_config(
-                CONFIG,
-                [*base, f"output={work / 'unused'}", "rewriter.decoding.no_repeat_ngram_size=3"],
-            )
-        )
-        ngram_actors = start_rewriters(ngram_cfg, "bench-ngram")
-        rewriter_alone(ngram_actors, requests[: batch * 4], batch)
-        ngram_rate = max(
-            rewriter_alone(ngram_actors, requests, batch)[0] for _ in range(args.repeats)
-        )
-        note(f"rewriter alone with no_repeat_ngram_size=3: {ngram_rate:.1f} samples/s")
-        for actor in ngram_actors:
-            ray.kill(actor)
     ray.shutdown()
 
     hf_pairs = pairs[: args.hf_samples]
@@ -175,15 +156,6 @@ def main() -> None:
         max(alone),
         0.8,
     )
-    if ngram_rate is not None:
-        emit(
-            "rewriter",
-            "ngram3_vs_plain_sampling_samples_per_s",
-            ngram_rate,
-            "samples/s",
-            max(alone),
-            0.9,
-        )
     emit(
         "rewriter",
         "rewriter_busy_fraction_in_pipeline",

@@ -42,6 +42,12 @@ class Decoding(_Strict):
     # n-gram logits processor over the output; transformers: `generate`'s own, which also
     # counts the prompt's n-grams.
     no_repeat_ngram_size: int | None = Field(default=None, gt=0)
+    # Beam search with this many beams (None: one sampled sequence). transformers: `generate`
+    # with num_beams, sampling inside the beams when temperature > 0 (the paper's decoding).
+    # vLLM: its beam search, which ranks beams by log-probability and samples nothing; it uses
+    # only max_tokens, temperature and length_penalty, and refuses `stop` and n-gram bans.
+    beam_width: int | None = Field(default=None, gt=1)
+    length_penalty: float = 1.0  # beam search only: score = logprob / length ** penalty
 
 
 class Engine(_Strict):
@@ -86,12 +92,28 @@ class Rewriter(_Strict):
     decoding: Decoding
     engine: Engine = Field(default_factory=Engine)
     transformers: TransformersEngine = Field(default_factory=TransformersEngine)
+    # Seconds a request may spend inside a replica (queueing there included). One that takes
+    # longer is retried once on a restarted engine, then quarantined as `rewrite` / `timeout`.
+    # None: no limit. Operational, like resources: not part of the config hash.
+    request_timeout_s: float | None = Field(default=None, gt=0.0)
 
     @model_validator(mode="after")
     def _template_fields(self) -> "Rewriter":
         for name in ("{instruction}", "{raw}"):
             if name not in self.template:
                 raise ValueError(f"template must contain {name}")
+        return self
+
+    @model_validator(mode="after")
+    def _beam_on_vllm(self) -> "Rewriter":
+        d = self.decoding
+        if self.backend == "vllm" and d.beam_width:
+            if d.stop:
+                raise ValueError("decoding.stop: vLLM beam search has no stop strings")
+            if d.no_repeat_ngram_size:
+                raise ValueError(
+                    "decoding.no_repeat_ngram_size: vLLM beam search cannot ban n-grams"
+                )
         return self
 
 
@@ -278,7 +300,7 @@ class RunConfig(_Strict):
 
     def hashed_view(self, fingerprints: dict[str, str]) -> dict[str, Any]:
         """Only what changes the output; resources, batch sizes and engine tuning may change."""
-        rewriter = self.rewriter.model_dump(exclude={"engine", "transformers"})
+        rewriter = self.rewriter.model_dump(exclude={"engine", "transformers", "request_timeout_s"})
         return {
             "rewriter": rewriter,
             "model_fingerprints": fingerprints,

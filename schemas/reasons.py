@@ -7,10 +7,11 @@ from enum import StrEnum
 
 
 class Reason(StrEnum):
+    LENGTH_EMPTY = "length:empty"  # no answer text at all (nothing after the marker)
     LENGTH_TOO_SHORT = "length:too_short"
     LENGTH_TOO_LONG = "length:too_long"
     LENGTH_NO_EOS = "length:no_eos"
-    CHANGE_UNCHANGED = "change:unchanged"
+    CHANGE_UNCHANGED = "change:unchanged"  # the answer only repeats the raw annotation
     STS_BELOW_THRESHOLD = "sts:below_threshold"
     STS_TOO_LONG = "sts:too_long"
     NLI_CONTRADICTION = "nli:contradiction"

@@ -49,11 +49,20 @@ def test_set_parses_yaml_values():
         ("scoring.groups=[{scorers: [sts]}]", "no group holds nli, clip_paragraph, reward"),
         ("filters.nli.premise=no fields", "filters.nli"),
         ("rewriter.decoding.top_p=0", "rewriter.decoding.top_p"),
+        ("rewriter.decoding.beam_width=1", "rewriter.decoding.beam_width"),
     ],
 )
 def test_semantic_errors(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config(PAPER_CONFIG, [override])
+
+
+def test_vllm_beam_search_refuses_what_it_would_ignore():
+    beam = "rewriter.decoding.beam_width=3"
+    for extra in ("rewriter.decoding.stop=[x]", "rewriter.decoding.no_repeat_ngram_size=3"):
+        with pytest.raises(ConfigError, match=extra.split("=")[0].removeprefix("rewriter.")):
+            load_config(PAPER_CONFIG, [beam, extra])
+        load_config(PAPER_CONFIG, [beam, extra, "rewriter.backend=transformers"])  # it applies
 
 
 def test_malformed_set_and_yaml(tmp_path):
@@ -70,7 +79,12 @@ def test_malformed_set_and_yaml(tmp_path):
 def test_hash_ignores_resources_but_not_thresholds():
     base = load_config(PAPER_CONFIG)
     more = load_config(
-        PAPER_CONFIG, ["resources.rewriter_replicas=64", "rewriter.engine.max_num_seqs=8"]
+        PAPER_CONFIG,
+        [
+            "resources.rewriter_replicas=64",
+            "rewriter.engine.max_num_seqs=8",
+            "rewriter.request_timeout_s=5",
+        ],
     )
     stricter = load_config(PAPER_CONFIG, ["filters.length.min_words=5"])
     digest = config_hash(base.hashed_view({"rewriter": "fp"}))

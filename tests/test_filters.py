@@ -5,6 +5,7 @@ import pytest
 from filters import decide_rules
 from filters.change import normalize
 from filters.rouge import rouge_l
+from pipeline.prompt import extract_answer
 from schemas.config import load_config
 from tests.conftest import PAPER_CONFIG
 
@@ -28,7 +29,18 @@ def test_length_reasons(filters):
     assert decide_rules(row("Blue sky."), filters) == ["length:too_short"]
     assert decide_rules(row("word " * 9), filters) == ["length:too_long"]
     assert decide_rules(row("It is clearly blue.", finish="length"), filters) == ["length:no_eos"]
-    assert decide_rules(row(""), filters) == ["length:too_short"]
+    assert decide_rules(row(""), filters) == ["length:empty"]
+
+
+def test_empty_and_echoed_answers_are_recorded_as_such(filters):
+    """What the rewriter said is judged after the last answer marker: nothing there is
+    `length:empty`; the raw annotation said again (any case or punctuation) is unchanged."""
+    marker = "(Revised Response):"
+    empty = extract_answer("(Revised Response): draft (Revised Response):  \n", marker)
+    assert decide_rules(row(empty), filters) == ["length:empty"]
+    raw = "the sky is blue, mostly"
+    echoed = extract_answer("(Revised Response): The sky is blue mostly!", marker)
+    assert decide_rules(row(echoed, original=raw), filters) == ["change:unchanged"]
 
 
 def test_no_eos_can_be_allowed():
