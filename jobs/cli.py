@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from schemas.config import ConfigError, RunConfig, load_config, validate_config
+from schemas.config import ConfigError, RunConfig, apply_overrides, load_config, validate_config
 from schemas.run import ExitCode
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -61,7 +61,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     manifest = load_manifest(fs, root)
     if manifest is None:
         raise ConfigError(f"{args.out}: no run.json here, nothing to resume")
-    cfg = validate_config(manifest.config, f"{args.out}/run.json")
+    data = manifest.config
+    origins = apply_overrides(data, args.overrides)  # resources may change; the rest is checked
+    cfg = validate_config(data, f"{args.out}/run.json", origins)
     return execute(cfg, None, args.quiet)
 
 
@@ -134,9 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         "resume",
         formatter_class=fmt,
         help="continue the run in OUT",
-        epilog="example:\n  pf1m resume /data/out",
+        epilog="example:\n  pf1m resume /data/out --set resources.rewriter_replicas=16\n\n"
+        "Skips committed shards, removes temporaries, redoes the rest (failed shards too).\n"
+        "--set may change resources; a change to anything hashed is refused with a diff.",
     )
     p.add_argument("out", help="the run's output directory (holds run.json)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_resume)
 

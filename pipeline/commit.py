@@ -8,6 +8,7 @@ is the commit. A shard is done when its marker matches the input fingerprint and
 import hashlib
 import posixpath
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fsspec import AbstractFileSystem
@@ -70,8 +71,11 @@ def commit_shard(
     fingerprint: InputFingerprint,
     config_hash: str,
     samples_in: int,
+    on_step: Callable[[str], None] = lambda step: None,
 ) -> CommitMarker:
-    """Rename each temporary (kind -> (tmp path, rows)) into place, then write the marker."""
+    """Rename each temporary (kind -> (tmp path, rows)) into place, then write the marker.
+    `on_step` is called at `before_commit`, `inside_commit` and `after_commit` (fault points)."""
+    on_step("before_commit")
     entries: dict[str, FileEntry] = {}
     for kind, (tmp, rows) in written.items():
         rel = relpath(kind, shard)
@@ -80,6 +84,7 @@ def commit_shard(
         fs.makedirs(posixpath.dirname(final), exist_ok=True)
         fs.mv(tmp, final)
         entries[kind] = FileEntry(path=rel, rows=rows, bytes=size, sha256=digest)
+    on_step("inside_commit")
     marker = CommitMarker(
         shard=shard,
         run_id=run_id,
@@ -92,6 +97,7 @@ def commit_shard(
     write_atomic(
         fs, posixpath.join(root, marker_relpath(shard)), marker.model_dump_json(indent=1).encode()
     )
+    on_step("after_commit")
     return marker
 
 
@@ -117,6 +123,17 @@ def clean_shard(fs: AbstractFileSystem, root: str, shard: str) -> list[str]:
         for path in candidates:
             fs.rm(path)
             removed.append(path)
+    return removed
+
+
+def sweep_temporaries(fs: AbstractFileSystem, root: str) -> list[str]:
+    """Remove every temporary under OUT left by an interrupted run (call with the lock held)."""
+    patterns = [posixpath.join(root, f"*{TMP_TAG}*")]
+    for folder in [f for f, _ in KINDS.values()] + [MARKER_DIR]:
+        patterns.append(posixpath.join(root, folder, "**", f"*{TMP_TAG}*"))
+    removed = sorted({path for pattern in patterns for path in fs.glob(pattern)})
+    for path in removed:
+        fs.rm(path)
     return removed
 
 

@@ -15,8 +15,9 @@ from typing import Any
 import fsspec
 import ray
 
-from pipeline.commit import is_done, now_iso, read_marker
+from pipeline.commit import is_done, now_iso, read_marker, sweep_temporaries
 from pipeline.fingerprint import model_fingerprint
+from pipeline.lock import LockHeld, RunLockFile
 from pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
 from pipeline.plan import PlanError, ShardJob, input_fingerprint, plan_shards
 from pipeline.progress import Progress, busy_fraction
@@ -219,8 +220,21 @@ class Driver:
         except (PlanError, ConfigError) as exc:
             self._error(str(exc))
             return RunResult(ExitCode.BAD_CONFIG, self.cfg.output)
-        started_ray = init_ray(self.cfg)
+        lock = RunLockFile(self.fs, self.root, manifest.run_id, self.cfg.resources.lock_ttl_s)
         try:
+            note = lock.acquire()
+        except LockHeld as exc:
+            self._error(str(exc))
+            return RunResult(ExitCode.BAD_CONFIG, self.cfg.output)
+        started_ray = False
+        try:
+            if note:
+                self._say(note)
+            swept = sweep_temporaries(self.fs, self.root)
+            if swept:
+                self._say(f"removed {len(swept)} temporary files left by an interrupted run")
+            started_ray = init_ray(self.cfg)
+            lock.set_job(ray.get_runtime_context().get_job_id())
             return self._run(jobs, manifest)
         except ray.exceptions.ActorDiedError as exc:  # a model that would not load, typically
             self._error(_actor_error(exc))
@@ -228,6 +242,7 @@ class Driver:
         finally:
             if started_ray:
                 ray.shutdown()
+            lock.release()
 
     def _split_done(self, jobs: list[ShardJob], manifest: RunManifest) -> tuple[list, list[str]]:
         todo, skipped = [], []
@@ -277,6 +292,7 @@ class Driver:
                     self.cfg.output,
                     info.image_token,
                     scorers,
+                    driver_pid=os.getpid(),
                 )
                 busy = self._schedule(todo, ctx, rewriters, manifest, progress)
             finally:

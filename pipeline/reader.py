@@ -147,10 +147,22 @@ def read_samples(
                 continue
             name = member.name
             if not member.isfile():
-                yield Bad(name, Stage.READ, "UnsupportedMember", f"{name}: not a regular file")
+                yield Bad(
+                    name,
+                    Stage.READ,
+                    "UnsupportedMember",
+                    f"{name}: not a regular file",
+                    [(name, member.size)],
+                )
                 continue
             if _unsafe(name):
-                yield Bad(name, Stage.READ, "UnsafeMemberPath", f"{name}: absolute or '..' path")
+                yield Bad(
+                    name,
+                    Stage.READ,
+                    "UnsafeMemberPath",
+                    f"{name}: absolute or '..' path",
+                    [(name, member.size)],
+                )
                 continue
             parts = split_name(name)
             if parts is None:

@@ -18,6 +18,7 @@ import ray
 
 from filters import MODELS, PHASES, clip_paragraph, decide_models, decide_rules, model_filters_for
 from filters.rouge import rouge_l
+from pipeline import faults
 from pipeline.commit import KINDS, clean_shard, commit_shard, relpath, tmp_path
 from pipeline.plan import ShardJob
 from pipeline.prompt import extract_answer, render_prompt, sample_seed
@@ -57,6 +58,7 @@ class RunContext:
     out: str  # OUT as a URL or path
     image_token: str
     scorers: dict[str, list] = field(default_factory=dict)  # filter name -> replicas
+    driver_pid: int = 0  # for the kill fault points (pipeline/faults.py)
 
 
 def output_row(
@@ -325,6 +327,9 @@ class _ShardRun:
             fingerprint=fingerprint,
             config_hash=self.ctx.config_hash,
             samples_in=self.samples_in,
+            on_step=partial(
+                faults.kill_point, shard=self.job.shard, driver_pid=self.ctx.driver_pid
+            ),
         )
         t = stats.totals
         return ShardOutcome(

@@ -220,6 +220,8 @@ class Resources(_Strict):
     shard_retries: int = Field(default=1, ge=0)  # Ray retries of a shard task lost to a crash
     actor_max_restarts: int = Field(default=2, ge=0)  # Ray restarts of a dead rewriter replica
     torch_threads: int | None = Field(default=None, gt=0)
+    # The run lock's heartbeat is older than this: its holder is gone (see pipeline/lock.py).
+    lock_ttl_s: float = Field(default=120.0, gt=0.0)
 
 
 class ScorerGroup(_Strict):

@@ -11,7 +11,7 @@ RUN_VERSION = "1"
 class ExitCode(IntEnum):
     OK = 0  # every planned shard committed
     ERROR = 1  # the run itself broke (unexpected exception)
-    BAD_CONFIG = 2  # refused before any work: config, input pattern, arguments
+    BAD_CONFIG = 2  # refused before any work: config, input pattern, arguments, OUT locked
     PARTIAL = 3  # finished, but some shards failed; named in the summary and run.json
 
 
@@ -40,3 +40,15 @@ class RunManifest(BaseModel):
     finished_at: str | None = None
     shards: dict[str, ShardState] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunLock(BaseModel):
+    """OUT/_lock.json: who is running on this output directory (DESIGN.md, one run per OUT)."""
+
+    host: str
+    pid: int
+    run_id: str
+    ray_job_id: str | None = None
+    started_at: str
+    heartbeat_at: float  # seconds since the epoch, rewritten every ttl_s / 4
+    ttl_s: float
