@@ -39,6 +39,8 @@ bench: setup
 	$(VPY) -m bench.rewriter
 	$(VPY) -m bench.scorers
 	$(VPY) -m bench.pipeline
+	$(VPY) -m bench.decoding
+	$(VPY) -m bench.resume
 
 lint: setup
 	$(VENV)/bin/ruff check .
