@@ -20,10 +20,13 @@ import asyncio
 import io
 import logging
 import os
+import tempfile
 import time
+from pathlib import Path
 
 from PIL import Image
 
+from actors import adapters
 from actors.batcher import MicroBatcher
 from pipeline import faults
 from schemas.config import Rewriter as RewriterConfig
@@ -256,6 +259,12 @@ class VllmRewriter(_Replica):
         _set_threads(cpu_threads)
         token = resolve_image_token(cfg.model, cfg.trust_remote_code, cfg.image_token)
         self.kwargs = vllm_engine_kwargs(cfg, seed)
+        self.loras = self._loras(cfg)
+        if self.loras:  # one slot per adapter, and one for the zero adapter (actors/adapters.py)
+            dirs = [Path(r.lora_path) for r in self.loras.values()]
+            self.kwargs.update(
+                enable_lora=True, max_loras=len(dirs), max_lora_rank=adapters.vllm_max_rank(dirs)
+            )
         super().__init__(cfg, token, self.kwargs["max_num_seqs"])
         self.engine = self._start_engine()
         self._requests = 0
@@ -263,6 +272,21 @@ class VllmRewriter(_Replica):
             unused = vllm_beam_ignores(cfg)
             if unused:
                 logger.warning("vLLM beam search does not use decoding.%s", ", ".join(unused))
+
+    @staticmethod
+    def _loras(cfg: RewriterConfig) -> dict:
+        """Adapter name (None: the base model) -> LoRARequest; empty without adapters."""
+        if not cfg.adapters:
+            return {}
+        from vllm.lora.request import LoRARequest
+
+        dirs = adapters.resolved(cfg.adapters)
+        zero = Path(tempfile.mkdtemp(prefix="pf1m-zero-lora-"))
+        dirs[None] = adapters.write_zero_adapter(next(iter(dirs.values())), zero)
+        return {
+            name: LoRARequest(name or adapters.BASE, i + 1, str(path))
+            for i, (name, path) in enumerate(dirs.items())
+        }
 
     def _start_engine(self):
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -280,10 +304,14 @@ class VllmRewriter(_Replica):
             prompt["multi_modal_data"] = {"image": decode_images(req.images)}
         self._requests += 1  # request ids stay unique when a uid is retried
         request_id = f"{req.uid}#{self._requests}"
+        lora = self.loras.get(req.adapter)
+        if req.adapter is not None and lora is None:
+            raise ValueError(f"unknown adapter {req.adapter!r}")
         if self.cfg.decoding.beam_width:
-            stream = self._beam_search(prompt, request_id)
+            stream = self._beam_search(prompt, request_id, lora)
         else:
-            stream = self.engine.generate(prompt, vllm_sampling(self.cfg, req.seed), request_id)
+            sampling = vllm_sampling(self.cfg, req.seed)
+            stream = self.engine.generate(prompt, sampling, request_id, lora_request=lora)
         final = None
         async for out in stream:
             final = out
@@ -296,7 +324,7 @@ class VllmRewriter(_Replica):
             len(completion.token_ids),
         )
 
-    async def _beam_search(self, prompt: dict, request_id: str):
+    async def _beam_search(self, prompt: dict, request_id: str, lora):
         """vLLM's online beam search, the engine-level equivalent of `LLM.beam_search`."""
         from vllm.entrypoints.generate.beam_search.online import BeamSearchOnlineMixin
         from vllm.renderers.inputs.preprocess import parse_model_prompt
@@ -315,7 +343,8 @@ class VllmRewriter(_Replica):
             temperature=d.temperature,
             length_penalty=d.length_penalty,
         )
-        async for out in Search(self.engine).beam_search(engine_input, request_id, params):
+        search = Search(self.engine).beam_search(engine_input, request_id, params, lora)
+        async for out in search:
             yield out
 
     def shutdown(self) -> None:
@@ -340,10 +369,26 @@ class TransformersRewriter(_Replica):
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = "auto" if hf.dtype == "auto" else getattr(torch, hf.dtype)
         self.model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=dtype, **kw)
+        if cfg.adapters:
+            self.model = self._with_adapters(self.model, cfg)
         self.model.to(self.device).eval()
         self.batcher = MicroBatcher(self._generate_batch, batch, hf.max_wait_ms / 1000)
 
+    @staticmethod
+    def _with_adapters(model, cfg: RewriterConfig):
+        """The model wrapped by peft with every adapter loaded under its name."""
+        from peft import PeftModel
+
+        dirs = adapters.resolved(cfg.adapters)
+        names = list(dirs)
+        model = PeftModel.from_pretrained(model, str(dirs[names[0]]), adapter_name=names[0])
+        for name in names[1:]:
+            model.load_adapter(str(dirs[name]), adapter_name=name)
+        return model
+
     async def _run(self, req: RewriteRequest) -> RewriteResult:
+        if req.adapter is not None and req.adapter not in {a.name for a in self.cfg.adapters}:
+            raise ValueError(f"unknown adapter {req.adapter!r}")
         return await self.batcher.submit(req)
 
     async def _restart_engine(self) -> None:
@@ -353,6 +398,22 @@ class TransformersRewriter(_Replica):
         self.batcher = MicroBatcher(self._generate_batch, self.capacity, self.batcher.max_wait_s)
 
     def _generate_batch(self, reqs: list[RewriteRequest]) -> list[RewriteResult]:
+        """One `generate` per adapter among the batch's requests, results in request order."""
+        if not self.cfg.adapters:
+            return self._generate(reqs)
+        by_uid: dict[str, RewriteResult] = {}
+        for name in dict.fromkeys(r.adapter for r in reqs):
+            group = [r for r in reqs if r.adapter == name]
+            if name is None:
+                with self.model.disable_adapter():
+                    results = self._generate(group)
+            else:
+                self.model.set_adapter(name)
+                results = self._generate(group)
+            by_uid.update((res.uid, res) for res in results)
+        return [by_uid[r.uid] for r in reqs]
+
+    def _generate(self, reqs: list[RewriteRequest]) -> list[RewriteResult]:
         import torch
 
         d = self.cfg.decoding

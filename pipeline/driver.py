@@ -55,6 +55,8 @@ def absolutize(cfg: RunConfig) -> RunConfig:
         return prefix + os.path.abspath(path) if os.path.exists(path) else value
 
     data["rewriter"]["model"] = fix_model(cfg.rewriter.model)
+    for adapter in data["rewriter"]["adapters"]:
+        adapter["path"] = fix_model(adapter["path"])
     for name in cfg.filters.model_filters():
         data["filters"][name]["model"] = fix_model(getattr(cfg.filters, name).model)
     return RunConfig.model_validate(data)
@@ -188,7 +190,10 @@ class Driver:
         jobs = plan_shards(self.cfg.inputs())
         if self.max_shards is not None:
             jobs = jobs[: self.max_shards]
-        fingerprints = {name: model_fingerprint(m) for name, m in self.cfg.models().items()}
+        fingerprints = {
+            name: model_fingerprint(m, contents=name.startswith("adapter:"))
+            for name, m in self.cfg.models().items()
+        }
         hashed = self.cfg.hashed_view(fingerprints)
         digest = config_hash(hashed)
         self.fs.makedirs(self.root, exist_ok=True)

@@ -169,7 +169,8 @@ class _ShardRun:
                 self.ctx.image_token,
             )
             seed = sample_seed(cfg.seed, uid)
-            requests.append(RewriteRequest(uid, prompt, sample.images, seed))
+            adapter = cfg.rewriter.adapter_for(sample.source, sample.record.task)
+            requests.append(RewriteRequest(uid, prompt, sample.images, seed, adapter))
         ref = self._pick(self.rewriters).generate.remote(requests)
         self.pending[ref] = partial(self._on_rewritten, self.batch)
         self.rewriting.add(ref)

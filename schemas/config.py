@@ -72,6 +72,22 @@ class TransformersEngine(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
+class Adapter(_Strict):
+    """A LoRA adapter (peft format, local path or hub id) applied per request. A sample uses
+    the first adapter whose `sources` and `tasks` (each: any when empty) match it; none: the
+    base model."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str
+    sources: list[str] = Field(default_factory=list)
+    tasks: list[Task] = Field(default_factory=list)
+
+    def matches(self, source: str | None, task: str) -> bool:
+        return (not self.sources or source in self.sources) and (
+            not self.tasks or task in self.tasks
+        )
+
+
 class Rewriter(_Strict):
     # vllm: continuous batching, the default. transformers: batched `generate`, for models
     # vLLM cannot load and for deterministic runs.
@@ -90,6 +106,7 @@ class Rewriter(_Strict):
     template: str
     answer_marker: str
     decoding: Decoding
+    adapters: list[Adapter] = Field(default_factory=list)
     engine: Engine = Field(default_factory=Engine)
     transformers: TransformersEngine = Field(default_factory=TransformersEngine)
     # Seconds a request may spend inside a replica (queueing there included). One that takes
@@ -103,6 +120,17 @@ class Rewriter(_Strict):
             if name not in self.template:
                 raise ValueError(f"template must contain {name}")
         return self
+
+    @model_validator(mode="after")
+    def _unique_adapters(self) -> "Rewriter":
+        names = [a.name for a in self.adapters]
+        if len(set(names)) != len(names):
+            raise ValueError("adapters: names must be unique")
+        return self
+
+    def adapter_for(self, source: str | None, task: str) -> str | None:
+        """The adapter name a sample is rewritten with (None: the base model)."""
+        return next((a.name for a in self.adapters if a.matches(source, task)), None)
 
     @model_validator(mode="after")
     def _beam_on_vllm(self) -> "Rewriter":
@@ -294,8 +322,11 @@ class RunConfig(_Strict):
         return list(self.input)
 
     def models(self) -> dict[str, str]:
-        """Every model this run loads: rewriter and the model filters some task uses."""
+        """Every model this run loads: rewriter, its adapters (`adapter:NAME`) and the model
+        filters some task uses."""
         out = {"rewriter": self.rewriter.model}
+        for adapter in self.rewriter.adapters:
+            out[f"adapter:{adapter.name}"] = adapter.path
         for name in self.filters.model_filters():
             out[name] = getattr(self.filters, name).model
         return out

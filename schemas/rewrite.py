@@ -10,6 +10,7 @@ class RewriteRequest:
     prompt: str
     images: list[bytes]
     seed: int
+    adapter: str | None = None  # a rewriter.adapters name; None: the base model
 
 
 @dataclass
