@@ -268,6 +268,7 @@ class VllmRewriter(_Replica):
         super().__init__(cfg, token, self.kwargs["max_num_seqs"])
         self.engine = self._start_engine()
         self._requests = 0
+        self._watchdog: asyncio.Task | None = None
         if cfg.decoding.beam_width:
             unused = vllm_beam_ignores(cfg)
             if unused:
@@ -298,7 +299,16 @@ class VllmRewriter(_Replica):
         self.engine.shutdown()
         self.engine = self._start_engine()
 
+    async def _watch(self) -> None:
+        """End the replica when its engine has died outside a restart of our own."""
+        while True:
+            await asyncio.sleep(self.cfg.engine.health_check_s)
+            if self._ready.is_set() and self.engine is not None and self.engine.errored:
+                _exit_for_restart(RuntimeError("the engine core is no longer running"))
+
     async def _run(self, req: RewriteRequest) -> RewriteResult:
+        if self._watchdog is None:  # started with the first request: it needs the event loop
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         prompt: dict = {"prompt": req.prompt}
         if req.images:
             prompt["multi_modal_data"] = {"image": decode_images(req.images)}

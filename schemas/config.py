@@ -60,6 +60,9 @@ class Engine(_Strict):
     # None: vLLM's default. The CPU build must turn it off when requests carry seeds: a
     # discarded partial-prefill token rewinds the seeded generator, which CPU generators refuse.
     enable_chunked_prefill: bool | None = None
+    # How often a replica checks that its engine is alive; a dead one ends the replica so that
+    # Ray restarts it (a request sent as the engine dies may otherwise never be answered).
+    health_check_s: float = Field(default=2.0, gt=0.0)
     extra_args: dict[str, Any] = Field(default_factory=dict)  # passed to vLLM's EngineArgs
 
 

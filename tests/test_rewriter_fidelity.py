@@ -2,6 +2,7 @@
 retry, then quarantine as `rewrite` / `timeout`."""
 
 import asyncio
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -102,3 +103,24 @@ def test_a_request_that_times_out_twice_is_quarantined(
     written = pq.read_table(tmp_path / "out" / "data").num_rows
     written += pq.read_table(tmp_path / "out" / "rejected").num_rows
     assert written == 15
+
+
+def test_a_dead_engine_is_restarted_by_ray(ray_local, rewriter):
+    """SIGKILL the vLLM engine-core process inside the session's replica: the next call finds
+    the engine dead, the actor exits, Ray restarts it and retries the call."""
+    import psutil
+
+    actor = rewriter[0]
+
+    def actor_pid() -> int:
+        return ray_local.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+
+    pid = actor_pid()
+    cores = [p for p in psutil.Process(pid).children(recursive=True) if "EngineCore" in p.name()]
+    assert cores, [p.name() for p in psutil.Process(pid).children(recursive=True)]
+    for proc in cores:
+        proc.kill()
+    batch = requests("<image>", n=4)
+    results = ray_local.get(actor.generate.remote(batch), timeout=180)
+    assert all(r.error_class is None for r in results), [r.error_text for r in results]
+    assert actor_pid() != pid  # a new process
