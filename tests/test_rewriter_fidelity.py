@@ -44,7 +44,8 @@ def test_vllm_beam_search_matches_transformers_and_survives_an_engine_restart(
     hf_beam = TransformersRewriter(rewriter_cfg(demo_models, *BEAM), 0)
     greedy_cfg = rewriter_cfg(demo_models, *BEAM, "rewriter.decoding.beam_width=null")
     hf_greedy = TransformersRewriter(greedy_cfg, 0)
-    timed = rewriter_cfg(demo_models, *BEAM, "rewriter.request_timeout_s=4")
+    # generous for a cold engine on two busy cores; the slow request sleeps past it
+    timed = rewriter_cfg(demo_models, *BEAM, "rewriter.request_timeout_s=12")
 
     async def scenario():
         expected = await hf_beam.generate(batch)
@@ -52,7 +53,7 @@ def test_vllm_beam_search_matches_transformers_and_survives_an_engine_restart(
         engine = VllmRewriter(timed, 0)
         try:
             first = await engine.generate(batch)
-            monkeypatch.setenv("PF1M_FAULT_SLOW_REWRITE", f"{slow}=8x1")  # first attempt only
+            monkeypatch.setenv("PF1M_FAULT_SLOW_REWRITE", f"{slow}=15x1")  # first attempt only
             again = await engine.generate(batch)
             return expected, greedy, first, again, engine.restarts()
         finally:
