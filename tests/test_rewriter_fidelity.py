@@ -76,7 +76,7 @@ def test_a_request_that_times_out_twice_is_quarantined(
     cfg = absolutize(
         demo_config(
             demo_shards, demo_models, tmp_path / "out", "rewriter.backend=transformers", *SMALL,
-            "limit_per_shard=4", "rewriter.request_timeout_s=3",
+            "limit_per_shard=4", "rewriter.request_timeout_s=8",
         )
     )  # fmt: skip
     actor = (
