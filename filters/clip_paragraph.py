@@ -17,6 +17,9 @@ from schemas.config import ClipParagraphFilter, Filters
 from schemas.reasons import Reason
 
 NAME = "clip_paragraph"
+SCORE_FIELD = "paragraphs"  # null when this filter did not score the row
+# Reasons given instead of a score (the input cannot be scored at any threshold)
+NOT_SCORABLE: set[str] = {Reason.CLIP_NO_IMAGE}
 _BLANK_LINE = re.compile(r"\n\s*\n")
 
 

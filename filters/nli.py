@@ -12,6 +12,9 @@ from schemas.rows import NLI_LABELS
 from schemas.sample import IMAGE_MARKER
 
 NAME = "nli"
+SCORE_FIELD = "nli_label"  # null when this filter did not score the row
+# Reasons given instead of a score (the input cannot be scored at any threshold)
+NOT_SCORABLE: set[str] = {Reason.NLI_TOO_LONG}
 
 
 def question(instruction: str) -> str:

@@ -12,6 +12,9 @@ from schemas.config import Filters, RewardFilter
 from schemas.reasons import Reason
 
 NAME = "reward"
+SCORE_FIELD = "reward"  # null when this filter did not score the row
+# Reasons given instead of a score (the input cannot be scored at any threshold)
+NOT_SCORABLE: set[str] = set()
 
 
 def request(row: Mapping[str, Any], filters: Filters) -> tuple[str, str, str]:

@@ -8,6 +8,9 @@ from schemas.config import Filters, StsFilter
 from schemas.reasons import Reason
 
 NAME = "sts"
+SCORE_FIELD = "sts"  # null when this filter did not score the row
+# Reasons given instead of a score (the input cannot be scored at any threshold)
+NOT_SCORABLE: set[str] = {Reason.STS_TOO_LONG}
 
 
 def request(row: Mapping[str, Any], filters: Filters) -> tuple[str, str]:

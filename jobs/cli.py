@@ -67,6 +67,53 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return execute(cfg, None, args.quiet)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    import fsspec
+
+    from pipeline.audit import audit, committed, format_table, what_if
+    from pipeline.report import write_report
+
+    fs, root = fsspec.core.url_to_fs(args.out)
+    if args.what_if:
+        for spec in args.what_if:
+            key = spec.partition("=")[0]
+            print(f"{key:<32} {'kept':>8} {'unscored':>9}")
+            for value, kept, unscored in what_if(fs, root, spec):
+                print(f"  = {value:<28} {kept:>8} {unscored:>9}")
+        return 0
+    stats = audit(fs, root)
+    print(format_table(stats))
+    run = committed(fs, root)
+    cfg = validate_config(run.manifest.config, f"{args.out}/run.json")
+    path = write_report(fs, root, run, stats, cfg, args.samples_per_reason)
+    print(f"\nstats: {args.out}/stats.json\nreport: {path}")
+    if stats.problems:
+        return int(ExitCode.ERROR)
+    return int(ExitCode.OK if stats.complete else ExitCode.PARTIAL)
+
+
+def cmd_refilter(args: argparse.Namespace) -> int:
+    import fsspec
+
+    from pipeline.audit import committed
+    from pipeline.refilter import refilter
+    from pipeline.report import write_report
+
+    r = refilter(args.out, args.overrides, args.to)
+    print(
+        f"refiltered {r.shards} shards into {r.out}: kept {r.kept}, rejected {r.rejected}, "
+        f"quarantined {r.quarantined}\n"
+        f"moved to data/ {r.to_data}, moved to rejected/ {r.to_rejected}\n"
+        f"unscored (a new decision needs a score never computed) {r.unscored}\n"
+        f"reward computed on an output the new CLIP threshold rebuilt {r.reward_stale}"
+    )
+    fs, root = fsspec.core.url_to_fs(args.to)
+    run = committed(fs, root)
+    cfg = validate_config(run.manifest.config, f"{args.to}/run.json")
+    print(f"report: {write_report(fs, root, run, r.stats, cfg)}")
+    return 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from demo.data import write_shards
 
@@ -144,6 +191,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser(
+        "audit",
+        formatter_class=fmt,
+        help="verify a run, write stats.json and report/index.html, print the table",
+        epilog="examples:\n  pf1m audit /data/out\n"
+        "  pf1m audit /data/out --what-if filters.sts.threshold=0.3,0.4,0.5\n\n"
+        "Works on a run in progress (committed shards only). Exit 0 clean and complete,\n"
+        "3 clean but incomplete, 1 when verification found a problem.",
+    )
+    p.add_argument("out", help="the run's output directory")
+    p.add_argument(
+        "--what-if",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="kept and unscored counts for each value, from stored scores (no model)",
+    )
+    p.add_argument("--samples-per-reason", type=int, default=5, help="rows shown per reason")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser(
+        "refilter",
+        formatter_class=fmt,
+        help="re-decide every row from stored scores into a new run directory",
+        epilog="example:\n  pf1m refilter /data/out --set filters.sts.threshold=0.5 "
+        "--to /data/out-sts05",
+    )
+    p.add_argument("out", help="the run to re-decide (never modified)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--to", required=True, help="the new run directory")
+    p.set_defaults(func=cmd_refilter)
 
     p = sub.add_parser(
         "demo",

@@ -321,7 +321,8 @@ class Driver:
         queue = list(todo)
         running: dict[ray.ObjectRef, str] = {}
         started = time.monotonic()
-        last_line = last_save = started
+        last_line = last_save = last_tick = started
+        tick_base = base
         while queue or running:
             while queue and len(running) < res.shards_in_flight:
                 job, fingerprint = queue.pop(0)
@@ -333,9 +334,18 @@ class Driver:
                 self._record(ref, running.pop(ref), manifest, progress)
             now = time.monotonic()
             if ready or now - last_line >= interval:
-                busy = busy_fraction(ray.get([r.busy.remote() for r in rewriters]), base)
+                snapshot = ray.get([r.busy.remote() for r in rewriters])
+                busy = busy_fraction(snapshot, base)
                 self._say(progress.line(now - started, len(todo), busy[0]), live=True)
                 last_line = now
+                if now - last_tick >= interval:  # for the report's "over time" plots
+                    window = busy_fraction(snapshot, tick_base)[0]
+                    manifest.timeline.append(
+                        {"at": now_iso(), "t_s": round(now - started, 1),
+                         "shards_done": progress.done_shards, "samples": progress.samples,
+                         "busy": None if window is None else round(window, 3)}
+                    )  # fmt: skip
+                    tick_base, last_tick = snapshot, now
             if now - last_save >= interval:
                 save_manifest(self.fs, self.root, manifest)
                 last_save = now

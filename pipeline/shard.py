@@ -100,10 +100,20 @@ def finalize_row(row: dict[str, Any], filters: Filters, embed_images: bool) -> d
     return row
 
 
-def quarantine_row(ctx: RunContext, shard: str, bad: Bad, rewrite_raw: str | None = None) -> dict:
+def quarantine_row(
+    ctx: RunContext,
+    shard: str,
+    bad: Bad,
+    source: str | None = None,
+    task: str | None = None,
+    rewrite_raw: str | None = None,
+) -> dict:
+    """Source and task are known once the sample's JSON was read (rewrite and score stages)."""
     return {
         "uid": f"{shard}/{bad.key}",
         "shard": shard,
+        "source": source,
+        "task": task,
         "key": bad.key,
         "stage": str(bad.stage),
         "error_class": bad.error_class,
@@ -146,7 +156,8 @@ class _ShardRun:
             self.writers[kind] = RowGroupWriter(self.fs, tmp_path(final), schema, rg)
 
     def _quarantine(self, bad: Bad, source=None, task=None, raw: str | None = None) -> None:
-        self.writers["quarantine"].add(quarantine_row(self.ctx, self.job.shard, bad, raw))
+        row = quarantine_row(self.ctx, self.job.shard, bad, source, task, raw)
+        self.writers["quarantine"].add(row)
         self.stats.add_quarantine(str(bad.stage), source, task)
 
     def _pick(self, replicas: list):

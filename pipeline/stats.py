@@ -65,3 +65,15 @@ class StatsBuilder:
             histograms=self.hist,
             wall_s=round(wall_s, 3),
         )
+
+
+def add_counts(into: Counts, other: Counts) -> None:
+    """Add `other` to `into` in place (merging shards, or groups into totals)."""
+    into.samples_in += other.samples_in
+    into.kept += other.kept
+    into.rejected += other.rejected
+    into.quarantined += other.quarantined
+    for code, n in other.reasons.items():
+        into.reasons[code] = into.reasons.get(code, 0) + n
+    for stage, n in other.quarantine_stages.items():
+        into.quarantine_stages[stage] = into.quarantine_stages.get(stage, 0) + n

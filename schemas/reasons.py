@@ -21,6 +21,11 @@ class Reason(StrEnum):
     REWARD_BELOW_MIN = "reward:below_min"
     REWARD_LOW_GAIN = "reward:low_gain"
 
+    @staticmethod
+    def unscored(name: str) -> str:
+        """Refilter: the new decision needs a score FILTER never computed for this row."""
+        return f"{name}:unscored"
+
 
 class Stage(StrEnum):
     """Where a quarantined sample failed (DESIGN.md: read|decode|validate|rewrite|score:NAME)."""

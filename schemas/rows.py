@@ -8,7 +8,7 @@ import json
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: quarantine rows carry source and task when known
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 PARAGRAPH_TYPE = pa.struct([("text", pa.string()), ("clip_score", pa.float32())])
@@ -47,6 +47,8 @@ _QUARANTINE_FIELDS: list[pa.Field] = [
     pa.field("uid", pa.string(), nullable=False),
     pa.field("shard", pa.string(), nullable=False),
     pa.field("key", pa.string(), nullable=False),
+    pa.field("source", pa.string()),
+    pa.field("task", pa.string()),
     pa.field("stage", pa.string(), nullable=False),
     pa.field("error_class", pa.string(), nullable=False),
     pa.field("error_text", pa.string()),

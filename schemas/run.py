@@ -40,6 +40,9 @@ class RunManifest(BaseModel):
     finished_at: str | None = None
     shards: dict[str, ShardState] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict)
+    # Progress samples (t_s, shards_done, samples, samples_per_s, rewriter busy) for the report
+    timeline: list[dict[str, Any]] = Field(default_factory=list)
+    refiltered_from: str | None = None  # `pf1m refilter`: the run whose rows were re-decided
 
 
 class RunLock(BaseModel):

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 from jobs.cli import demo_model_overrides
+from pipeline.audit import audit
 from pipeline.commit import TMP_TAG
 from pipeline.driver import Driver
 from pipeline.lock import LOCK
@@ -56,6 +58,13 @@ def rows_by_uid(out: Path) -> dict[str, dict]:
     return rows
 
 
+def audited(out: Path) -> dict:
+    """The audit's figures (what `pf1m audit` prints and writes), without run identity."""
+    stats = audit(LocalFileSystem(), str(out))
+    assert stats.problems == [] and stats.complete
+    return stats.model_dump(include={"totals", "by_group", "tokens", "finish_reasons"})
+
+
 def assert_complete(out: Path, reference: dict[str, dict]) -> None:
     """Same rows as the uninterrupted run, no temporaries, conservation per shard."""
     assert not [p for p in out.rglob(f"*{TMP_TAG}*")], "temporaries left behind"
@@ -91,14 +100,14 @@ def run_args(shards: Path, models: dict, out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(demo_models, small_shards, tmp_path_factory) -> tuple[dict[str, dict], float]:
-    """The rows of an uninterrupted run, and how long the run took."""
+def uninterrupted(demo_models, small_shards, tmp_path_factory) -> tuple[dict, float, Path]:
+    """The rows of an uninterrupted run, how long the run took, and its directory."""
     out = tmp_path_factory.mktemp("reference")
     started = time.monotonic()
     proc = cli(*run_args(small_shards, demo_models, out))
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == ExitCode.OK, log
-    return rows_by_uid(out), time.monotonic() - started
+    return rows_by_uid(out), time.monotonic() - started, out
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +121,9 @@ def killed(proc: subprocess.Popen) -> str:
     return log
 
 
-def test_kills_at_commit_steps_then_resume(demo_models, small_shards, reference, tmp_path):
+def test_kills_at_commit_steps_then_resume(
+    demo_models, small_shards, uninterrupted, reference, tmp_path
+):
     out = tmp_path / "out"
     first = cli(
         *run_args(small_shards, demo_models, out), env={"PF1M_FAULT_KILL": "before_commit:*"}
@@ -135,12 +146,13 @@ def test_kills_at_commit_steps_then_resume(demo_models, small_shards, reference,
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == ExitCode.OK, log
     assert_complete(out, reference)
+    assert audited(out) == audited(uninterrupted[2])  # the audit cannot tell them apart
 
 
 def test_driver_killed_from_outside_at_a_random_moment(
     demo_models, small_shards, uninterrupted, tmp_path
 ):
-    reference, wall = uninterrupted
+    reference, wall, _ = uninterrupted
     seed = int(os.environ.get("PF1M_KILL_SEED", time.time_ns() % 10_000))
     delay = random.Random(seed).uniform(0.2, 0.95) * wall  # start-up included
     print(f"killing after {delay:.1f} s of a {wall:.0f} s run (PF1M_KILL_SEED={seed} repeats it)")
