@@ -149,7 +149,14 @@ class _Replica:
         self._restart_lock = asyncio.Lock()
 
     def info(self) -> RewriterInfo:
-        return RewriterInfo(self.cfg.model, self.image_token, self.cfg.max_model_len)
+        import ray
+
+        node, gpus = None, None
+        if ray.is_initialized():
+            context = ray.get_runtime_context()
+            node = context.get_node_id()
+            gpus = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
+        return RewriterInfo(self.cfg.model, self.image_token, self.cfg.max_model_len, node, gpus)
 
     def _track(self, delta: int) -> None:
         now = time.monotonic()

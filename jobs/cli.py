@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_resume)
 
+    from jobs.submit import add_parsers
+
+    add_parsers(sub, fmt, _add_run_args)
+
     p = sub.add_parser(
         "audit",
         formatter_class=fmt,
@@ -264,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "submit", False):
+            from jobs.submit import main_submit
+
+            return main_submit(args, _overrides(args))
         return args.func(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

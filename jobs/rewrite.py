@@ -4,10 +4,13 @@ Same job as `pf1m run`; inside a Ray job RAY_ADDRESS is set, so it joins that cl
 """
 
 import argparse
+import json
+import os
 import sys
 
 from jobs.cli import _add_run_args, _overrides, execute
-from schemas.config import ConfigError, load_config
+from jobs.submit import CONFIG_ENV
+from schemas.config import ConfigError, apply_overrides, load_config, validate_config
 from schemas.run import ExitCode
 
 
@@ -21,11 +24,22 @@ def main(argv: list[str] | None = None) -> int:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="YAML config (see configs/)")
+    source.add_argument(
+        "--config-from-env",
+        action="store_true",
+        help=f"the resolved config in ${CONFIG_ENV} (what `pf1m submit` sends)",
+    )
     _add_run_args(parser)
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, _overrides(args))
+        if args.config_from_env:
+            data = json.loads(os.environ[CONFIG_ENV])
+            origins = apply_overrides(data, _overrides(args))
+            cfg = validate_config(data, f"${CONFIG_ENV}", origins)
+        else:
+            cfg = load_config(args.config, _overrides(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.BAD_CONFIG)

@@ -12,16 +12,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import ray
 
+from pipeline import metrics
 from pipeline.commit import is_done, now_iso, read_marker, sweep_temporaries
 from pipeline.fingerprint import model_fingerprint
 from pipeline.lock import LockHeld, RunLockFile
 from pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
 from pipeline.plan import PlanError, ShardJob, input_fingerprint, plan_shards
 from pipeline.progress import Progress, busy_fraction
+from pipeline.resources import alive_nodes
+from pipeline.resources import check as check_resources
 from pipeline.shard import RunContext, ShardOutcome, process_shard, warm_worker
+from pipeline.storage import node_local_warning, url_to_fs
 from schemas.config import ConfigError, RunConfig, config_hash
 from schemas.run import ExitCode, RunManifest, ShardState
 from schemas.stats import ShardStats
@@ -86,6 +89,7 @@ def start_rewriters(cfg: RunConfig, run_id: str) -> list:
             max_concurrency=4096,
             max_restarts=res.actor_max_restarts,
             max_task_retries=res.actor_max_restarts,
+            scheduling_strategy="SPREAD" if res.rewriter_placement == "spread" else "DEFAULT",
         ).remote(cfg.rewriter, cfg.seed, res.torch_threads)
         for i in range(res.rewriter_replicas)
     ]
@@ -171,7 +175,7 @@ class Driver:
         self.quiet = quiet
         self.given_rewriters = rewriters
         self.given_scorers = scorers
-        self.fs, self.root = fsspec.core.url_to_fs(self.cfg.output)
+        self.fs, self.root = url_to_fs(self.cfg.output)
 
     @staticmethod
     def _error(line: str) -> None:
@@ -271,6 +275,20 @@ class Driver:
 
     def _run(self, jobs: list[ShardJob], manifest: RunManifest) -> RunResult:
         todo, skipped = self._split_done(jobs, manifest)
+        nodes = alive_nodes(ray.nodes())
+        shared = node_local_warning(self.cfg.output, len(nodes))
+        if shared:
+            print(f"warning: {shared}", file=sys.stderr, flush=True)
+        problems = check_resources(
+            self.cfg,
+            nodes,
+            rewriters=self.given_rewriters is None,
+            scorers=self.given_scorers is None,
+        )
+        if todo and problems:  # before any actor: Ray would leave it pending forever
+            for problem in problems:
+                self._error(problem)
+            return RunResult(ExitCode.BAD_CONFIG, self.cfg.output)
         save_manifest(self.fs, self.root, manifest)
         if skipped:
             self._say(f"resuming: {len(skipped)} shards already committed, {len(todo)} to do")
@@ -286,7 +304,15 @@ class Driver:
             try:
                 warm = ray.remote(warm_worker).options(num_cpus=self.cfg.resources.shard_task_cpus)
                 ray.get([warm.remote() for _ in range(self.cfg.resources.shards_in_flight)])
-                info = ray.get(rewriters[0].info.remote())
+                infos = ray.get([r.info.remote() for r in rewriters])
+                info = infos[0]
+                manifest.replicas = [
+                    {"replica": i, "node_id": x.node_id, "gpu_ids": x.gpu_ids}
+                    for i, x in enumerate(infos)
+                ]
+                for i, x in enumerate(infos):
+                    gpus = ",".join(x.gpu_ids or []) or "none"
+                    self._say(f"rewriter replica {i}: node {x.node_id}, GPUs {gpus}")
                 ray.get([r.names.remote() for replicas in scorers.values() for r in replicas])
                 timing["startup_s"] = time.monotonic() - started
                 self._say(f"rewriters and scorers ready ({timing['startup_s']:.0f}s)")
@@ -337,6 +363,10 @@ class Driver:
                 snapshot = ray.get([r.busy.remote() for r in rewriters])
                 busy = busy_fraction(snapshot, base)
                 self._say(progress.line(now - started, len(todo), busy[0]), live=True)
+                rate = progress.samples / (now - started) if now > started else 0.0
+                metrics.progress(progress.done_shards, rate, busy[0])
+                for i, stats in enumerate(snapshot):
+                    metrics.rewriter_running(str(i), stats.running)
                 last_line = now
                 if now - last_tick >= interval:  # for the report's "over time" plots
                     window = busy_fraction(snapshot, tick_base)[0]

@@ -8,8 +8,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-import fsspec
-
+from pipeline.storage import url_to_fs
 from schemas.commit import InputFingerprint
 from schemas.config import InputEntry
 
@@ -59,7 +58,7 @@ def shard_name(path: str, root: str) -> str:
 
 
 def plan_entry(entry: InputEntry) -> list[ShardJob]:
-    fs, path = fsspec.core.url_to_fs(entry.pattern)
+    fs, path = url_to_fs(entry.pattern)
     root = fixed_root(path)
     jobs = []
     for expanded in expand_braces(path):
@@ -88,7 +87,7 @@ def plan_shards(entries: list[InputEntry]) -> list[ShardJob]:
 
 def input_fingerprint(url: str) -> InputFingerprint:
     """(url, size, mtime or ETag) as fsspec reports it; raises OSError if unreadable."""
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = url_to_fs(url)
     info = fs.info(path)
     mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
     etag = info.get("ETag") or info.get("etag")

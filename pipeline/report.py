@@ -107,13 +107,18 @@ def reward_view(rows: list[dict[str, Any]]) -> str:
 
 
 def keep_rates(stats: RunStats) -> str:
+    """Keep rate per source|task, with the counts behind each rate."""
     keys = list(stats.by_group)
-    fig = go.Figure()
-    for field, colour in (("kept", KEPT), ("rejected", REJECTED), ("quarantined", "#8d99ae")):
-        fig.add_bar(y=keys, x=[getattr(stats.by_group[k], field) for k in keys], name=field,
-                    orientation="h", marker_color=colour)  # fmt: skip
-    fig.update_layout(barmode="stack")
-    return _figure(fig, "Samples per source|task: kept, rejected, quarantined")
+    counts = [stats.by_group[k] for k in keys]
+    rates = [c.kept / c.samples_in if c.samples_in else 0.0 for c in counts]
+    text = [
+        f"{r:.0%} ({c.kept} kept, {c.rejected} rejected, {c.quarantined} quarantined of "
+        f"{c.samples_in})"
+        for r, c in zip(rates, counts, strict=True)
+    ]
+    fig = go.Figure(go.Bar(y=keys, x=rates, orientation="h", text=text, marker_color=KEPT))
+    fig.update_layout(xaxis=dict(tickformat=".0%", range=[0, 1]))
+    return _figure(fig, "Keep rate per source|task")
 
 
 def token_spend(stats: RunStats) -> str:

@@ -18,7 +18,7 @@ import ray
 
 from filters import MODELS, PHASES, clip_paragraph, decide_models, decide_rules, model_filters_for
 from filters.rouge import rouge_l
-from pipeline import faults
+from pipeline import faults, metrics
 from pipeline.commit import KINDS, clean_shard, commit_shard, relpath, tmp_path
 from pipeline.plan import ShardJob
 from pipeline.prompt import extract_answer, render_prompt, sample_seed
@@ -159,6 +159,7 @@ class _ShardRun:
         row = quarantine_row(self.ctx, self.job.shard, bad, source, task, raw)
         self.writers["quarantine"].add(row)
         self.stats.add_quarantine(str(bad.stage), source, task)
+        metrics.samples("quarantined")
 
     def _pick(self, replicas: list):
         self.calls += 1
@@ -280,6 +281,8 @@ class _ShardRun:
         finalize_row(row, self.filters, self.ctx.cfg.writer.embed_images)
         self.writers["data" if row["kept"] else "rejected"].add(row)
         self.stats.add_row(row)
+        metrics.samples("kept" if row["kept"] else "rejected")
+        metrics.output_tokens(row["output_tokens"] or 0)
 
     def _read_and_rewrite(self) -> None:
         res = self.ctx.cfg.resources

@@ -253,6 +253,27 @@ class Resources(_Strict):
     torch_threads: int | None = Field(default=None, gt=0)
     # The run lock's heartbeat is older than this: its holder is gone (see pipeline/lock.py).
     lock_ttl_s: float = Field(default=120.0, gt=0.0)
+    # spread: rewriter replicas on as many nodes as possible (Ray's SPREAD); pack: Ray default
+    rewriter_placement: Literal["spread", "pack"] = "spread"
+
+
+class Job(_Strict):
+    """How `pf1m submit` sends the run through Ray's Job Submission API."""
+
+    # Merged with the working_dir (this project without its environment and data).
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    entrypoint_num_cpus: float = Field(default=0.0, ge=0.0)  # the job driver's own CPUs
+    excludes: list[str] = Field(
+        default_factory=lambda: [
+            ".venv",
+            ".git",
+            "demo_out",
+            "**/__pycache__",
+            "*.egg-info",
+            "bench/results",
+            "docs",
+        ]
+    )
 
 
 class ScorerGroup(_Strict):
@@ -311,6 +332,7 @@ class RunConfig(_Strict):
     resources: Resources = Field(default_factory=Resources)
     scoring: Scoring = Field(default_factory=Scoring)
     writer: Writer = Field(default_factory=Writer)
+    job: Job = Field(default_factory=Job)
 
     @model_validator(mode="after")
     def _scorers_placed(self) -> "RunConfig":

@@ -29,6 +29,8 @@ class RewriterInfo:
     model: str
     image_token: str
     max_model_len: int
+    node_id: str | None = None  # where Ray placed the replica
+    gpu_ids: list[str] | None = None  # the GPU ids Ray gave it on that node
 
 
 @dataclass

@@ -42,6 +42,7 @@ class RunManifest(BaseModel):
     summary: dict[str, Any] = Field(default_factory=dict)
     # Progress samples (t_s, shards_done, samples, samples_per_s, rewriter busy) for the report
     timeline: list[dict[str, Any]] = Field(default_factory=list)
+    replicas: list[dict[str, Any]] = Field(default_factory=list)  # where each rewriter runs
     refiltered_from: str | None = None  # `pf1m refilter`: the run whose rows were re-decided
 
 

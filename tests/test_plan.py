@@ -33,3 +33,14 @@ def test_duplicate_names_and_empty_globs_fail(tmp_path):
         plan_shards(entries)
     with pytest.raises(PlanError, match="matches no file"):
         plan_shards([InputEntry(pattern=f"{tmp_path}/none/*.tar")])
+
+
+def test_missing_storage_package_is_named():
+    from pipeline.storage import node_local_warning, url_to_fs
+    from schemas.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"gs://bucket/out: needs the package gcsfs"):
+        url_to_fs("gs://bucket/out")
+    assert "local path on a 2-node cluster" in node_local_warning("/data/out", 2)
+    assert node_local_warning("/data/out", 1) is None
+    assert node_local_warning("s3://bucket/out", 2) is None

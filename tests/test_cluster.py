@@ -1,0 +1,187 @@
+"""Cluster operation against a real two-node Ray cluster started by the test: `ray start
+--head` and a second raylet joined with `ray start --address`, both on loopback with their
+own ports, object stores and logical GPUs, token authentication on (Ray 2.60's default for
+`ray start` clusters). The demo config runs on the transformers backend (an engine per
+replica would exhaust two cores) with one rewriter replica per GPU node."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import demo_model_overrides
+from tests.conftest import DEMO_CONFIG, ROOT
+
+pytestmark = pytest.mark.slow
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def node_args(ports: list[int], worker_range: tuple[int, int]) -> list[str]:
+    names = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
+             "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+             "--runtime-env-agent-port")  # fmt: skip
+    args = [a for name, port in zip(names, ports, strict=True) for a in (name, str(port))]
+    return [*args, "--min-worker-port", str(worker_range[0]), "--max-worker-port",
+            str(worker_range[1])]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    temp = tmp_path_factory.mktemp("ray")  # both nodes' sessions live here; teardown kills
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "token"
+    gcs, dashboard, *ports = free_ports(14)
+    head_metrics, worker_metrics = ports[2], ports[8]
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--num-gpus", "2",
+              "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]  # fmt: skip
+    head = [RAY, "start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(dashboard), "--include-dashboard", "true",
+            "--temp-dir", str(temp), *common, *node_args(ports[:6], (21000, 21999))]  # fmt: skip
+    worker = [RAY, "start", "--address", f"127.0.0.1:{gcs}", *common,
+              *node_args(ports[6:12], (22000, 22999))]  # fmt: skip
+    try:
+        for cmd in (head, worker):
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+        yield {
+            "address": f"http://127.0.0.1:{dashboard}",
+            "env": env,
+            "metrics": [head_metrics, worker_metrics],
+        }
+    finally:  # `ray stop` would also stop the test session's own local Ray: kill ours only
+        marks = (str(temp), f"127.0.0.1:{gcs}")
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(m in a for a in proc.info["cmdline"] or [] for m in marks):
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster_shards(tmp_path_factory) -> Path:
+    from demo.data import write_shards
+
+    out = tmp_path_factory.mktemp("cluster-shards")
+    write_shards(out, samples=48, shards=6, seed=0)
+    return out
+
+
+def sets(shards: Path, models: dict, out: Path, *extra: str) -> list[str]:
+    items = [
+        f"input={shards}/*.tar", f"output={out}", "rewriter.backend=transformers",
+        "resources.rewriter_replicas=2", "resources.gpus_per_replica=1",
+        "resources.cpus_per_replica=0.5", "resources.shards_in_flight=2",
+        "scoring.groups=[{scorers: [sts, nli, clip_paragraph, reward], num_cpus: 0.5}]",
+        *demo_model_overrides(models["rewriter"].parent), *extra,
+    ]  # fmt: skip
+    return [a for s in items for a in ("--set", s)]
+
+
+def pf1m(cluster, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=cluster["env"],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def wait_for(cluster, job: str, states: set[str], timeout: float = 400) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = pf1m(cluster, "status", job, "--address", cluster["address"]).stdout
+        state = out.split(":", 1)[1].split()[0] if ":" in out else ""
+        if state in states:
+            return state
+        time.sleep(2)
+    raise AssertionError(f"{job} never reached {states}")
+
+
+def rows(out: Path) -> list[str]:
+    return [
+        uid
+        for kind in ("data", "rejected", "quarantine")
+        for p in sorted((out / kind).glob("*.parquet"))
+        for uid in pq.read_table(p, columns=["uid"]).column("uid").to_pylist()
+    ]
+
+
+def test_pf1m_submit_spreads_replicas_and_reports(cluster, demo_models, cluster_shards, tmp_path):
+    out = tmp_path / "out"
+    done = pf1m(cluster, "submit", str(DEMO_CONFIG), "--address", cluster["address"],
+                *sets(cluster_shards, demo_models, out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.split()[1]
+    assert f"pf1m logs {job}" in done.stdout
+    assert wait_for(cluster, job, {"SUCCEEDED", "FAILED", "STOPPED"}) == "SUCCEEDED", pf1m(
+        cluster, "logs", job, "--address", cluster["address"]
+    ).stdout
+    logs = pf1m(cluster, "logs", job, "--address", cluster["address"]).stdout
+    assert "rewriter replica 0: node" in logs and "== pf1m run summary ==" in logs
+    run = json.loads((out / "run.json").read_text())
+    placed = {(r["node_id"], tuple(r["gpu_ids"])) for r in run["replicas"]}
+    assert len(placed) == 2 and len({node for node, _ in placed}) == 2  # one per node
+    assert all(len(gpus) == 1 for _, gpus in placed)
+    assert sorted(rows(out)) == sorted(set(rows(out))) and len(rows(out)) == 48
+    # metrics reached the nodes' Prometheus endpoints
+    text = ""
+    for port in cluster["metrics"]:
+        text += (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        )
+    assert "pf1m_samples" in text and 'outcome="kept"' in text
+
+
+def test_plain_ray_job_submit_works_too(cluster, demo_models, cluster_shards, tmp_path):
+    out = tmp_path / "out"
+    cmd = [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT),
+           "--no-wait", "--", "python", "-m", "jobs.rewrite", "--config", "configs/demo.yaml",
+           *sets(cluster_shards, demo_models, out)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, env=cluster["env"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = next(w.strip("'") for w in done.stdout.split() if w.strip("'").startswith("raysubmit_"))
+    assert wait_for(cluster, job, {"SUCCEEDED", "FAILED", "STOPPED"}) == "SUCCEEDED"
+    assert len(rows(out)) == 48
+
+
+def test_stop_mid_run_then_resubmit_loses_and_duplicates_nothing(
+    cluster, demo_models, cluster_shards, tmp_path
+):
+    out = tmp_path / "out"
+    args = ["submit", str(DEMO_CONFIG), "--address", cluster["address"],
+            *sets(cluster_shards, demo_models, out)]  # fmt: skip
+    job = pf1m(cluster, *args).stdout.split()[1]
+    deadline = time.monotonic() + 300
+    while not list((out / "_commits").glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert pf1m(cluster, "stop", job, "--address", cluster["address"]).returncode == 0
+    assert wait_for(cluster, job, {"STOPPED", "SUCCEEDED", "FAILED"}) in {"STOPPED", "SUCCEEDED"}
+    again = pf1m(cluster, *args).stdout.split()[1]
+    assert wait_for(cluster, again, {"SUCCEEDED", "FAILED", "STOPPED"}) == "SUCCEEDED"
+    uids = rows(out)
+    assert len(uids) == 48 and len(set(uids)) == 48
+
+
+def test_asking_for_more_gpus_than_exist_fails_fast(cluster, demo_models, cluster_shards, tmp_path):
+    out = tmp_path / "out"
+    args = ["submit", str(DEMO_CONFIG), "--address", cluster["address"],
+            *sets(cluster_shards, demo_models, out, "resources.rewriter_replicas=5")]  # fmt: skip
+    job = pf1m(cluster, *args).stdout.split()[1]
+    assert wait_for(cluster, job, {"SUCCEEDED", "FAILED", "STOPPED"}) == "FAILED"
+    logs = pf1m(cluster, "logs", job, "--address", cluster["address"]).stdout
+    assert "the config asks for 5 GPUs" in logs and "the cluster has 4" in logs
