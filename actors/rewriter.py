@@ -58,8 +58,10 @@ TIMEOUT = "timeout"  # error class of a request quarantined after its retry also
 NGRAM_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
 
 
-def vllm_engine_kwargs(cfg: RewriterConfig, seed: int) -> dict:
-    """vLLM engine arguments for a rewriter config (EngineArgs / AsyncEngineArgs / LLM)."""
+def vllm_engine_kwargs(cfg: RewriterConfig, seed: int, gpus: int = 1) -> dict:
+    """vLLM engine arguments for a rewriter config (EngineArgs / AsyncEngineArgs / LLM). A
+    replica holding several GPUs shards the model over them (tensor parallel, inside the
+    actor's node)."""
     kwargs = dict(
         model=cfg.model,
         tokenizer=cfg.tokenizer,
@@ -76,6 +78,8 @@ def vllm_engine_kwargs(cfg: RewriterConfig, seed: int) -> dict:
     )
     if cfg.decoding.no_repeat_ngram_size:
         kwargs["logits_processors"] = [NGRAM_PROCESSOR]
+    if gpus > 1:
+        kwargs.update(tensor_parallel_size=gpus, distributed_executor_backend="mp")
     return {**kwargs, **cfg.engine.extra_args}
 
 
@@ -259,13 +263,15 @@ class _Replica:
 
 
 class VllmRewriter(_Replica):
-    def __init__(self, cfg: RewriterConfig, seed: int, cpu_threads: int | None = None) -> None:
+    def __init__(
+        self, cfg: RewriterConfig, seed: int, cpu_threads: int | None = None, gpus: int = 1
+    ) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.engine.cpu_kvcache_gb))
         if cpu_threads:
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         _set_threads(cpu_threads)
         token = resolve_image_token(cfg.model, cfg.trust_remote_code, cfg.image_token)
-        self.kwargs = vllm_engine_kwargs(cfg, seed)
+        self.kwargs = vllm_engine_kwargs(cfg, seed, gpus)
         self.loras = self._loras(cfg)
         if self.loras:  # one slot per adapter, and one for the zero adapter (actors/adapters.py)
             dirs = [Path(r.lora_path) for r in self.loras.values()]
@@ -370,7 +376,10 @@ class VllmRewriter(_Replica):
 
 
 class TransformersRewriter(_Replica):
-    def __init__(self, cfg: RewriterConfig, seed: int, cpu_threads: int | None = None) -> None:
+    def __init__(
+        self, cfg: RewriterConfig, seed: int, cpu_threads: int | None = None, gpus: int = 1
+    ) -> None:
+        """`gpus` > 1 is accepted for symmetry; batched `generate` runs on the first GPU."""
         _set_threads(cpu_threads)
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor

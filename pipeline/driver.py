@@ -90,7 +90,7 @@ def start_rewriters(cfg: RunConfig, run_id: str) -> list:
             max_restarts=res.actor_max_restarts,
             max_task_retries=res.actor_max_restarts,
             scheduling_strategy="SPREAD" if res.rewriter_placement == "spread" else "DEFAULT",
-        ).remote(cfg.rewriter, cfg.seed, res.torch_threads)
+        ).remote(cfg.rewriter, cfg.seed, res.torch_threads, max(1, int(res.gpus_per_replica)))
         for i in range(res.rewriter_replicas)
     ]
 

@@ -49,6 +49,7 @@ def cluster(tmp_path_factory):
     temp = tmp_path_factory.mktemp("ray")  # both nodes' sessions live here; teardown kills
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # as with an activated venv
     gcs, dashboard, *ports = free_ports(14)
     head_metrics, worker_metrics = ports[2], ports[8]
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--num-gpus", "2",
@@ -69,9 +70,19 @@ def cluster(tmp_path_factory):
         }
     finally:  # `ray stop` would also stop the test session's own local Ray: kill ours only
         marks = (str(temp), f"127.0.0.1:{gcs}")
-        for proc in psutil.process_iter(["cmdline"]):
-            if any(m in a for a in proc.info["cmdline"] or [] for m in marks):
+        ours = [p for p in psutil.process_iter(["cmdline"])
+                if any(m in a for a in p.info["cmdline"] or [] for m in marks)]  # fmt: skip
+        family = set(ours)  # agents rename themselves (ray::DashboardAgent): go by parentage
+        for proc in ours:
+            try:
+                family.update(proc.children(recursive=True))
+            except psutil.NoSuchProcess:
+                pass
+        for proc in family:
+            try:
                 proc.kill()
+            except psutil.NoSuchProcess:
+                pass
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +144,7 @@ def test_pf1m_submit_spreads_replicas_and_reports(cluster, demo_models, cluster_
     ).stdout
     logs = pf1m(cluster, "logs", job, "--address", cluster["address"]).stdout
     assert "rewriter replica 0: node" in logs and "== pf1m run summary ==" in logs
+    assert "is a local path on a 2-node cluster" in logs  # said, not refused: it may be NFS
     run = json.loads((out / "run.json").read_text())
     placed = {(r["node_id"], tuple(r["gpu_ids"])) for r in run["replicas"]}
     assert len(placed) == 2 and len({node for node, _ in placed}) == 2  # one per node
