@@ -13,6 +13,7 @@ Run on a GPU machine: `python -m bench.gpu_rewriter [--batches 1,16,64 --new-tok
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -74,7 +75,7 @@ def main() -> None:
     rates = {}
     for batch in [int(b) for b in args.batches.split(",")]:
         rates[batch] = run(model, config, batch, args.new_tokens, args.prompt_tokens)
-        print(f"# batch {batch}: {rates[batch]:.3f} samples/s", flush=True)
+        print(f"# batch {batch}: {rates[batch]:.3f} samples/s", file=sys.stderr, flush=True)
     base = rates[min(rates)]
     for batch, rate in rates.items():
         print(json.dumps({
