@@ -60,7 +60,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     fs, root = fsspec.core.url_to_fs(args.out)
     manifest = load_manifest(fs, root)
     if manifest is None:
-        raise ConfigError(f"{args.out}: no run.json here, nothing to resume")
+        raise ConfigError(
+            f"{args.out}: no run.json here, nothing to resume (a run killed during start-up "
+            "records nothing: run the same `pf1m run` command again)"
+        )
     data = manifest.config
     origins = apply_overrides(data, args.overrides)  # resources may change; the rest is checked
     cfg = validate_config(data, f"{args.out}/run.json", origins)

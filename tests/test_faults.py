@@ -164,7 +164,8 @@ def test_driver_killed_from_outside_at_a_random_moment(
         os.killpg(proc.pid, signal.SIGKILL)
     log, _ = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"finished before the kill: {log}"
-    proc = cli("resume", str(out))
+    proc = cli(*run_args(small_shards, demo_models, out))  # the same command again, as a
+    # user would: a kill during start-up leaves no run.json for `pf1m resume` to read
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == ExitCode.OK, log
     assert_complete(out, reference)
