@@ -150,12 +150,14 @@ def test_pf1m_submit_spreads_replicas_and_reports(cluster, demo_models, cluster_
     assert len(placed) == 2 and len({node for node, _ in placed}) == 2  # one per node
     assert all(len(gpus) == 1 for _, gpus in placed)
     assert sorted(rows(out)) == sorted(set(rows(out))) and len(rows(out)) == 48
-    # metrics reached the nodes' Prometheus endpoints
-    text = ""
-    for port in cluster["metrics"]:
-        text += (
+    # metrics reached the nodes' Prometheus endpoints (exported every few seconds)
+    deadline, text = time.monotonic() + 60, ""
+    while 'outcome="kept"' not in text and time.monotonic() < deadline:
+        text = "".join(
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            for port in cluster["metrics"]
         )
+        time.sleep(1)
     assert "pf1m_samples" in text and 'outcome="kept"' in text
 
 
