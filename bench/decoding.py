@@ -75,59 +75,21 @@ def main() -> None:
     ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     requests = [r for r, _ in load_requests(cfg, shards, "<image>")]
 
-    lines = set(args.lines.split(","))
-    if "ngram" in lines:
-        ngram_line(base, requests, batch, args)
-    if "beam" in lines:
-        beam_line(base, requests, batch, args)
-    if "transformers" in lines:
-        transformers_line(base, requests, batch, args)
+    # name -> (variant overrides, max tokens, metric, target)
+    variants = {
+        "ngram": (["rewriter.decoding.no_repeat_ngram_size=3"], args.ngram_tokens,
+                  "ngram3_vs_plain_sampling", 0.9),
+        "beam": (["rewriter.decoding.beam_width=3"], args.beam_tokens, "beam3_vs_sampling", None),
+        "transformers": (["rewriter.backend=transformers"], args.beam_tokens,
+                         "transformers_vs_vllm", None),
+    }  # fmt: skip
+    for name in args.lines.split(","):
+        variant, tokens, metric, target = variants[name]
+        sized = [*base, f"rewriter.decoding.max_tokens={tokens}"]
+        value, plain = compare(name, sized, variant, requests, batch, args.repeats)
+        emit("decoding", f"{metric}_samples_per_s_{tokens}_tokens", value, "samples/s", plain,
+             target)  # fmt: skip
     ray.shutdown()
-
-
-def ngram_line(base, requests, batch, args) -> None:
-    long = [*base, f"rewriter.decoding.max_tokens={args.ngram_tokens}"]
-    ngram, plain = compare(
-        "ngram", long, ["rewriter.decoding.no_repeat_ngram_size=3"], requests, batch, args.repeats
-    )
-    emit(
-        "decoding",
-        f"ngram3_vs_plain_sampling_samples_per_s_{args.ngram_tokens}_tokens",
-        ngram,
-        "samples/s",
-        plain,
-        0.9,
-    )
-
-
-def beam_line(base, requests, batch, args) -> None:
-    short = [*base, f"rewriter.decoding.max_tokens={args.beam_tokens}"]
-    beam, plain = compare(
-        "beam", short, ["rewriter.decoding.beam_width=3"], requests, batch, args.repeats
-    )
-    emit(
-        "decoding",
-        f"beam3_vs_sampling_samples_per_s_{args.beam_tokens}_tokens",
-        beam,
-        "samples/s",
-        plain,
-        None,
-    )
-
-
-def transformers_line(base, requests, batch, args) -> None:
-    short = [*base, f"rewriter.decoding.max_tokens={args.beam_tokens}"]
-    hf, plain = compare(
-        "transformers", short, ["rewriter.backend=transformers"], requests, batch, args.repeats
-    )
-    emit(
-        "decoding",
-        f"transformers_vs_vllm_samples_per_s_{args.beam_tokens}_tokens",
-        hf,
-        "samples/s",
-        plain,
-        None,
-    )
 
 
 if __name__ == "__main__":

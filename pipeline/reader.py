@@ -135,6 +135,20 @@ def _decode(group: _Group, default_source: str | None, max_images: int) -> Sampl
     return Sample(group.key, record, source, [p for _, p in images], names, group.members)
 
 
+def _member_bad(member: tarfile.TarInfo, error_class: str, why: str) -> Bad:
+    """A member that cannot belong to any sample is quarantined on its own, name as key."""
+    return Bad(member.name, Stage.READ, error_class, f"{member.name}: {why}",
+               [(member.name, member.size)])  # fmt: skip
+
+
+def _refuse(member: tarfile.TarInfo) -> Bad | None:
+    if not member.isfile():
+        return _member_bad(member, "UnsupportedMember", "not a regular file")
+    if _unsafe(member.name):
+        return _member_bad(member, "UnsafeMemberPath", "absolute or '..' path")
+    return None
+
+
 def read_samples(
     fileobj: IO[bytes], default_source: str | None = None, max_images: int = 2
 ) -> Iterator[Sample | Bad]:
@@ -146,33 +160,13 @@ def read_samples(
             if member.isdir():
                 continue
             name = member.name
-            if not member.isfile():
-                yield Bad(
-                    name,
-                    Stage.READ,
-                    "UnsupportedMember",
-                    f"{name}: not a regular file",
-                    [(name, member.size)],
-                )
-                continue
-            if _unsafe(name):
-                yield Bad(
-                    name,
-                    Stage.READ,
-                    "UnsafeMemberPath",
-                    f"{name}: absolute or '..' path",
-                    [(name, member.size)],
-                )
+            refused = _refuse(member)
+            if refused is not None:
+                yield refused
                 continue
             parts = split_name(name)
             if parts is None:
-                yield Bad(
-                    name,
-                    Stage.READ,
-                    "KeylessMember",
-                    f"{name}: no KEY.EXT name",
-                    [(name, member.size)],
-                )
+                yield _member_bad(member, "KeylessMember", "no KEY.EXT name")
                 continue
             key, ext = parts
             if group is None or key != group.key:
