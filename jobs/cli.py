@@ -53,11 +53,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    import fsspec
-
     from pipeline.manifest import load_manifest
+    from pipeline.storage import url_to_fs
 
-    fs, root = fsspec.core.url_to_fs(args.out)
+    fs, root = url_to_fs(args.out)
     manifest = load_manifest(fs, root)
     if manifest is None:
         raise ConfigError(
@@ -70,13 +69,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return execute(cfg, None, args.quiet)
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    import fsspec
-
-    from pipeline.audit import audit, committed, format_table, what_if
+def _write_report(fs, root: str, stats, out: str, per_reason: int = 5) -> str:
+    """OUT/report/index.html for a run whose stats were just merged; returns its path."""
+    from pipeline.audit import committed
     from pipeline.report import write_report
 
-    fs, root = fsspec.core.url_to_fs(args.out)
+    run = committed(fs, root)
+    cfg = validate_config(run.manifest.config, f"{out}/run.json")
+    return write_report(fs, root, run, stats, cfg, per_reason)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from pipeline.audit import audit, format_table, what_if
+    from pipeline.storage import url_to_fs
+
+    fs, root = url_to_fs(args.out)
     if args.what_if:
         for spec in args.what_if:
             key = spec.partition("=")[0]
@@ -86,9 +93,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     stats = audit(fs, root)
     print(format_table(stats))
-    run = committed(fs, root)
-    cfg = validate_config(run.manifest.config, f"{args.out}/run.json")
-    path = write_report(fs, root, run, stats, cfg, args.samples_per_reason)
+    path = _write_report(fs, root, stats, args.out, args.samples_per_reason)
     print(f"\nstats: {args.out}/stats.json\nreport: {path}")
     if stats.problems:
         return int(ExitCode.ERROR)
@@ -96,11 +101,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_refilter(args: argparse.Namespace) -> int:
-    import fsspec
-
-    from pipeline.audit import committed
     from pipeline.refilter import refilter
-    from pipeline.report import write_report
+    from pipeline.storage import url_to_fs
 
     r = refilter(args.out, args.overrides, args.to)
     print(
@@ -110,10 +112,8 @@ def cmd_refilter(args: argparse.Namespace) -> int:
         f"unscored (a new decision needs a score never computed) {r.unscored}\n"
         f"reward computed on an output the new CLIP threshold rebuilt {r.reward_stale}"
     )
-    fs, root = fsspec.core.url_to_fs(args.to)
-    run = committed(fs, root)
-    cfg = validate_config(run.manifest.config, f"{args.to}/run.json")
-    print(f"report: {write_report(fs, root, run, r.stats, cfg)}")
+    fs, root = url_to_fs(args.to)
+    print(f"report: {_write_report(fs, root, r.stats, args.to)}")
     return 0
 
 

@@ -11,7 +11,6 @@ import posixpath
 import uuid
 from dataclasses import dataclass
 
-import fsspec
 import pyarrow.parquet as pq
 
 from filters import redecide
@@ -19,6 +18,7 @@ from pipeline.audit import audit, committed, read_shard_stats, with_overrides
 from pipeline.commit import KINDS, commit_shard, now_iso, relpath, tmp_path
 from pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
 from pipeline.stats import StatsBuilder
+from pipeline.storage import url_to_fs
 from pipeline.writer import RowGroupWriter
 from schemas.audit import RunStats
 from schemas.config import ConfigError, config_hash, validate_config
@@ -65,8 +65,8 @@ def _check_changes(lines: list[str]) -> None:
 
 
 def refilter(src: str, overrides: list[str], dest: str) -> RefilterResult:
-    fs, root = fsspec.core.url_to_fs(src)
-    dfs, droot = fsspec.core.url_to_fs(dest)
+    fs, root = url_to_fs(src)
+    dfs, droot = url_to_fs(dest)
     run = committed(fs, root)
     old = run.manifest
     base = validate_config(old.config, f"{src}/run.json")
