@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from actors.rewriter import TransformersRewriter, VllmRewriter
+from actors.transformers_rewriter import TransformersRewriter
+from actors.vllm_rewriter import VllmRewriter
 from jobs.cli import demo_model_overrides
 from pipeline.fingerprint import model_fingerprint
 from schemas.config import load_config

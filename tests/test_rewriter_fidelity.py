@@ -7,7 +7,9 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from actors.rewriter import TIMEOUT, TransformersRewriter, VllmRewriter
+from actors.replica import TIMEOUT
+from actors.transformers_rewriter import TransformersRewriter
+from actors.vllm_rewriter import VllmRewriter
 from jobs.cli import demo_model_overrides
 from pipeline.driver import Driver, absolutize
 from schemas.config import load_config

@@ -1,0 +1,192 @@
+"""The replica contract every rewriter backend shares: busy accounting, per-request errors
+that never fail a batch, and `request_timeout_s` with an engine restart and one retry.
+
+A backend subclasses `Replica` and implements `_run` (one request) and `_restart_engine`.
+Failures: a request over `request_timeout_s` restarts the engine (requests cancelled by the
+restart run again) and is retried once, then returned as error class `timeout`. A dead engine
+ends the actor process, so Ray restarts the replica and retries its calls.
+"""
+
+import asyncio
+import io
+import logging
+import os
+import time
+
+from PIL import Image
+
+from pipeline import faults
+from schemas.config import Rewriter as RewriterConfig
+from schemas.rewrite import BusyStats, RewriteRequest, RewriteResult, RewriterInfo
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_image_token(model: str, trust_remote_code: bool, override: str | None) -> str:
+    """The model's own image token, from its processor (or tokenizer), unless configured."""
+    if override:
+        return override
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+    for owner in (processor, getattr(processor, "tokenizer", None)):
+        token = getattr(owner, "image_token", None)
+        if isinstance(token, str) and token:
+            return token
+    raise ValueError(f"{model}: its processor names no image_token; set rewriter.image_token")
+
+
+def decode_images(payloads: list[bytes]) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(b)).convert("RGB") for b in payloads]
+
+
+TIMEOUT = "timeout"  # error class of a request quarantined after its retry also timed out
+
+
+def exit_for_restart(exc: BaseException) -> None:
+    """Inside a Ray actor, end the process: Ray restarts the replica (`max_restarts`) and
+    retries its calls (`max_task_retries`). In-process (tests, benchmarks) the error rises."""
+    import ray
+
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id():
+        logger.error("the engine died (%s); exiting so that Ray restarts this replica", exc)
+        os._exit(1)
+
+
+def set_threads(cpu_threads: int | None) -> None:
+    if cpu_threads:
+        import torch
+
+        torch.set_num_threads(cpu_threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads))
+
+
+class Replica:
+    """Busy accounting and per-request error handling shared by the backends."""
+
+    def __init__(self, cfg: RewriterConfig, image_token: str, capacity: int) -> None:
+        self.cfg = cfg
+        self.image_token = image_token
+        self.capacity = capacity  # sequences the backend runs at once
+        self._running = 0
+        self._last_change = time.monotonic()
+        self._first_request: float | None = None
+        self._last_done: float | None = None
+        self._busy_s = 0.0
+        self._running_integral = 0.0
+        self._done = 0
+        self._generation = 0  # bumped by each engine restart
+        self._restarts = 0
+        self._inflight: set[asyncio.Future] = set()
+        self._ready = asyncio.Event()
+        self._ready.set()
+        self._restart_lock = asyncio.Lock()
+
+    def info(self) -> RewriterInfo:
+        import ray
+
+        node, gpus = None, None
+        if ray.is_initialized():
+            context = ray.get_runtime_context()
+            node = context.get_node_id()
+            gpus = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
+        return RewriterInfo(self.cfg.model, self.image_token, self.cfg.max_model_len, node, gpus)
+
+    def _track(self, delta: int) -> None:
+        now = time.monotonic()
+        if self._first_request is None:
+            self._first_request = now
+        span = now - self._last_change
+        if self._running > 0:
+            self._busy_s += span
+        self._running_integral += self._running * span
+        self._running += delta
+        self._last_change = now
+
+    def busy(self) -> BusyStats:
+        self._track(0)
+        return BusyStats(
+            self._first_request,
+            self._last_done,
+            self._running,
+            self._busy_s,
+            self._running_integral,
+            time.monotonic(),
+            self._done,
+            self.capacity,
+        )
+
+    async def _run(self, req: RewriteRequest) -> RewriteResult:
+        raise NotImplementedError
+
+    async def _restart_engine(self) -> None:
+        raise NotImplementedError
+
+    async def _timed(self, req: RewriteRequest) -> RewriteResult:
+        stall = faults.delay("slow_rewrite", req.uid)
+        if stall:
+            await asyncio.sleep(stall)
+        return await self._run(req)
+
+    async def _restart(self, generation: int) -> None:
+        """Restart the engine once per timed-out generation; requests still running on the
+        old engine are cancelled and run again on the new one."""
+        async with self._restart_lock:
+            if self._generation != generation:  # another request already restarted it
+                return
+            self._generation += 1
+            self._ready.clear()
+            for task in list(self._inflight):
+                task.cancel()
+            try:
+                await self._restart_engine()
+            finally:
+                self._restarts += 1
+                self._ready.set()
+
+    async def _attempts(self, req: RewriteRequest) -> RewriteResult:
+        """Run a request; a timeout restarts the engine and retries once, then gives up."""
+        timeout = self.cfg.request_timeout_s
+        timed_out = 0
+        while True:
+            await self._ready.wait()
+            generation = self._generation
+            task = asyncio.ensure_future(asyncio.wait_for(self._timed(req), timeout))
+            self._inflight.add(task)
+            try:
+                return await task
+            except asyncio.CancelledError:
+                if task.cancelled() and self._generation != generation:
+                    continue  # its engine was restarted under it: not its fault, run again
+                raise
+            except TimeoutError:
+                timed_out += 1
+                await self._restart(generation)
+                if timed_out == 2:
+                    text = f"no answer within {timeout} s, twice (the engine restarted between)"
+                    return RewriteResult(req.uid, None, None, None, None, TIMEOUT, text)
+            finally:
+                self._inflight.discard(task)
+
+    async def _one(self, req: RewriteRequest) -> RewriteResult:
+        self._track(+1)
+        try:
+            return await self._attempts(req)
+        except Exception as exc:  # one bad request must not fail its batch ...
+            if type(exc).__name__ == "EngineDeadError":  # ... but a dead engine ends the replica
+                exit_for_restart(exc)
+                raise
+            return RewriteResult(
+                req.uid, None, None, None, None, type(exc).__name__, str(exc)[:2000]
+            )
+        finally:
+            self._done += 1
+            self._track(-1)
+            self._last_done = self._last_change
+
+    async def generate(self, batch: list[RewriteRequest]) -> list[RewriteResult]:
+        return list(await asyncio.gather(*(self._one(r) for r in batch)))
+
+    def restarts(self) -> int:
+        """Engine restarts after timeouts since the actor started."""
+        return self._restarts
