@@ -64,6 +64,10 @@ def set_threads(cpu_threads: int | None) -> None:
 class Replica:
     """Busy accounting and per-request error handling shared by the backends."""
 
+    # Where a prompt's images go when its instruction has no `<image>` markers (DESIGN.md):
+    # "first" before the instruction, "append" after it (flamingo, as its authors did).
+    images_without_markers = "first"
+
     def __init__(self, cfg: RewriterConfig, image_token: str, capacity: int) -> None:
         self.cfg = cfg
         self.image_token = image_token
@@ -90,7 +94,14 @@ class Replica:
             context = ray.get_runtime_context()
             node = context.get_node_id()
             gpus = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
-        return RewriterInfo(self.cfg.model, self.image_token, self.cfg.max_model_len, node, gpus)
+        return RewriterInfo(
+            self.cfg.model,
+            self.image_token,
+            self.cfg.max_model_len,
+            node,
+            gpus,
+            self.images_without_markers,
+        )
 
     def _track(self, delta: int) -> None:
         now = time.monotonic()

@@ -60,6 +60,14 @@ def absolutize(cfg: RunConfig) -> RunConfig:
     data["rewriter"]["model"] = fix_model(cfg.rewriter.model)
     for adapter in data["rewriter"]["adapters"]:
         adapter["path"] = fix_model(adapter["path"])
+    flamingo = data["rewriter"]["flamingo"]
+    if flamingo is not None:
+        flamingo["checkpoints"] = [fix_model(ref) for ref in flamingo["checkpoints"]]
+        flamingo["vision"] = fix_model(flamingo["vision"])
+        if flamingo["vision_pretrained"] is not None:
+            flamingo["vision_pretrained"] = fix_model(flamingo["vision_pretrained"])
+        if flamingo["lora"] is not None and flamingo["lora"]["path"] is not None:
+            flamingo["lora"]["path"] = fix_model(flamingo["lora"]["path"])
     for name in cfg.filters.model_filters():
         data["filters"][name]["model"] = fix_model(getattr(cfg.filters, name).model)
     return RunConfig.model_validate(data)
@@ -324,6 +332,7 @@ class Driver:
                     info.image_token,
                     scorers,
                     driver_pid=os.getpid(),
+                    images_without_markers=info.images_without_markers,
                 )
                 busy = self._schedule(todo, ctx, rewriters, manifest, progress)
             finally:

@@ -9,10 +9,16 @@ class ImageCountMismatch(ValueError):
     """The instruction's `<image>` markers do not match the sample's images."""
 
 
-def place_images(instruction: str, n_images: int, image_token: str) -> str:
-    """Put the model's image token where the `<image>` markers are; with no markers the images
-    come first (DESIGN.md). A marker count that differs from the image count is an error."""
+def place_images(
+    instruction: str, n_images: int, image_token: str, without_markers: str = "first"
+) -> str:
+    """Put the model's image token where the `<image>` markers are. With no markers the images
+    come first (DESIGN.md), or, for `without_markers="append"` (Polite Flamingo), at the end of
+    the instruction in order, as its authors placed them. A marker count that differs from the
+    image count is an error."""
     markers = instruction.count(IMAGE_MARKER)
+    if markers == 0 and without_markers == "append":
+        return instruction + image_token * n_images
     if markers == 0:
         return f"{image_token}\n" * n_images + instruction
     if markers != n_images:
@@ -21,12 +27,17 @@ def place_images(instruction: str, n_images: int, image_token: str) -> str:
 
 
 def render_prompt(
-    template: str, system: str, instruction: str, raw: str, n_images: int, image_token: str
+    template: str,
+    system: str,
+    instruction: str,
+    raw: str,
+    n_images: int,
+    image_token: str,
+    without_markers: str = "first",
 ) -> str:
     """Fill the template's `{system}`, `{instruction}` and `{raw}`; values are not re-parsed."""
-    return template.format(
-        system=system, instruction=place_images(instruction, n_images, image_token), raw=raw
-    )
+    placed = place_images(instruction, n_images, image_token, without_markers)
+    return template.format(system=system, instruction=placed, raw=raw)
 
 
 def extract_answer(completion: str, marker: str) -> str:

@@ -59,6 +59,7 @@ class RunContext:
     image_token: str
     scorers: dict[str, list] = field(default_factory=dict)  # filter name -> replicas
     driver_pid: int = 0  # for the kill fault points (pipeline/faults.py)
+    images_without_markers: str = "first"  # the rewriter's placement (pipeline/prompt.py)
 
 
 def output_row(
@@ -179,6 +180,7 @@ class _ShardRun:
                 sample.record.response,
                 len(sample.images),
                 self.ctx.image_token,
+                self.ctx.images_without_markers,
             )
             seed = sample_seed(cfg.seed, uid)
             adapter = cfg.rewriter.adapter_for(sample.source, sample.record.task)

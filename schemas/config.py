@@ -91,10 +91,41 @@ class Adapter(_Strict):
         )
 
 
+GUANACO_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class FlamingoLora(_Strict):
+    """The LoRA on LLaMA's projections: a peft folder (its adapter_config.json gives r,
+    lora_alpha and target_modules; its weights are not used, FLAMINGO.md), or r/alpha/targets."""
+
+    path: str | None = None
+    r: int | None = Field(default=None, gt=0)
+    alpha: float | None = Field(default=None, gt=0)
+    targets: list[str] = Field(default_factory=lambda: list(GUANACO_TARGETS))
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "FlamingoLora":
+        if (self.path is None) == (self.r is None or self.alpha is None):
+            raise ValueError("lora: give either path (a peft folder) or both r and alpha")
+        return self
+
+
+class Flamingo(_Strict):
+    """What the `flamingo` backend needs beyond `rewriter.model` (the LLaMA folder or hub id, or
+    a folder written by `pf1m flamingo-merge`, which needs none of this)."""
+
+    vision: str = "ViT-L-14-336"  # open_clip name, or a path to an open_clip model-config JSON
+    vision_pretrained: str | None = "openai"  # open_clip tag, a local weights file or `repo:file`
+    cross_attn_every_n_layers: int = Field(default=4, gt=0)
+    checkpoints: list[str] = Field(default_factory=list)  # load order; local paths or `repo:file`
+    lora: FlamingoLora | None = None
+
+
 class Rewriter(_Strict):
     # vllm: continuous batching, the default. transformers: batched `generate`, for models
-    # vLLM cannot load and for deterministic runs.
-    backend: Literal["vllm", "transformers"] = "vllm"
+    # vLLM cannot load and for deterministic runs. flamingo: the paper's Polite Flamingo
+    # (models/flamingo/), batched `generate` on transformers.
+    backend: Literal["vllm", "transformers", "flamingo"] = "vllm"
     # Rows that do not depend on batching: transformers one sample per call with its own
     # seed, or vLLM one sequence at a time. Slower; for runs that must compare row for row.
     deterministic: bool = False
@@ -112,6 +143,7 @@ class Rewriter(_Strict):
     adapters: list[Adapter] = Field(default_factory=list)
     engine: Engine = Field(default_factory=Engine)
     transformers: TransformersEngine = Field(default_factory=TransformersEngine)
+    flamingo: Flamingo | None = None  # the `flamingo` backend's files (set for it by default)
     # Seconds a request may spend inside a replica (queueing there included). One that takes
     # longer is retried once on a restarted engine, then quarantined as `rewrite` / `timeout`.
     # None: no limit. Operational, like resources: not part of the config hash.
@@ -134,6 +166,17 @@ class Rewriter(_Strict):
     def adapter_for(self, source: str | None, task: str) -> str | None:
         """The adapter name a sample is rewritten with (None: the base model)."""
         return next((a.name for a in self.adapters if a.matches(source, task)), None)
+
+    @model_validator(mode="after")
+    def _flamingo_block(self) -> "Rewriter":
+        if self.backend == "flamingo":
+            if self.flamingo is None:
+                self.flamingo = Flamingo()
+            if self.adapters:
+                raise ValueError("adapters: the flamingo backend serves none (merge them instead)")
+        elif self.flamingo is not None:
+            raise ValueError(f"flamingo: set, but rewriter.backend is {self.backend}")
+        return self
 
     @model_validator(mode="after")
     def _beam_on_vllm(self) -> "Rewriter":
@@ -352,6 +395,15 @@ class RunConfig(_Strict):
         out = {"rewriter": self.rewriter.model}
         for adapter in self.rewriter.adapters:
             out[f"adapter:{adapter.name}"] = adapter.path
+        flamingo = self.rewriter.flamingo
+        if flamingo is not None:  # every file the flamingo backend loads on top of `model`
+            for i, ref in enumerate(flamingo.checkpoints):
+                out[f"flamingo:checkpoint:{i}"] = ref
+            if flamingo.lora is not None and flamingo.lora.path is not None:
+                out["flamingo:lora"] = flamingo.lora.path
+            out["flamingo:vision"] = flamingo.vision
+            if flamingo.vision_pretrained is not None:
+                out["flamingo:vision_pretrained"] = flamingo.vision_pretrained
         for name in self.filters.model_filters():
             out[name] = getattr(self.filters, name).model
         return out

@@ -31,6 +31,7 @@ class RewriterInfo:
     max_model_len: int
     node_id: str | None = None  # where Ray placed the replica
     gpu_ids: list[str] | None = None  # the GPU ids Ray gave it on that node
+    images_without_markers: str = "first"  # or "append" (pipeline/prompt.py)
 
 
 @dataclass

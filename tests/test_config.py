@@ -12,9 +12,17 @@ from tests.conftest import DEMO_CONFIG, PAPER_CONFIG, ROOT
 def test_presets_validate():
     paper = load_config(PAPER_CONFIG)
     demo = load_config(DEMO_CONFIG)
-    assert paper.rewriter.decoding.top_k == 20 and paper.rewriter.decoding.top_p == 0.9
-    assert demo.rewriter.template == paper.rewriter.template  # demo extends the paper preset
-    assert demo.rewriter.decoding.temperature == 1.0 and demo.rewriter.decoding.max_tokens == 24
+    flamingo = load_config(ROOT / "configs" / "demo-flamingo.yaml")
+    d = paper.rewriter.decoding  # the paper's decoding, exactly
+    assert (d.max_tokens, d.beam_width, d.temperature, d.top_k, d.top_p) == (1024, 3, 1.0, 20, 0.9)
+    assert (d.length_penalty, d.no_repeat_ngram_size) == (1.0, 3)
+    assert paper.rewriter.backend == "flamingo"
+    assert paper.rewriter.flamingo.checkpoints[-1].endswith(":polite_flamingo_gen2.pt")  # gen2
+    assert demo.rewriter.template == paper.rewriter.template  # the same prompt
+    assert demo.rewriter.backend == "vllm" and demo.rewriter.decoding.max_tokens == 24
+    assert flamingo.rewriter.backend == "flamingo"
+    for cfg in (demo, flamingo):  # every preset extends paper-filters.yaml
+        assert cfg.filters.tasks == paper.filters.tasks
 
 
 def test_unknown_field_in_file_names_field_and_file(tmp_path):
@@ -61,8 +69,8 @@ def test_vllm_beam_search_refuses_what_it_would_ignore():
     beam = "rewriter.decoding.beam_width=3"
     for extra in ("rewriter.decoding.stop=[x]", "rewriter.decoding.no_repeat_ngram_size=3"):
         with pytest.raises(ConfigError, match=extra.split("=")[0].removeprefix("rewriter.")):
-            load_config(PAPER_CONFIG, [beam, extra])
-        load_config(PAPER_CONFIG, [beam, extra, "rewriter.backend=transformers"])  # it applies
+            load_config(DEMO_CONFIG, [beam, extra])
+        load_config(DEMO_CONFIG, [beam, extra, "rewriter.backend=transformers"])  # it applies
 
 
 def test_malformed_set_and_yaml(tmp_path):

@@ -67,6 +67,6 @@ def test_a_run_asking_for_absent_gpus_fails_before_any_actor(
 def test_a_replica_with_several_gpus_shards_the_model_over_them():
     from actors.vllm_rewriter import vllm_engine_kwargs
 
-    cfg = load_config(PAPER_CONFIG).rewriter
+    cfg = load_config(DEMO_CONFIG).rewriter
     assert "tensor_parallel_size" not in vllm_engine_kwargs(cfg, 0, gpus=1)
     assert vllm_engine_kwargs(cfg, 0, gpus=2)["tensor_parallel_size"] == 2
