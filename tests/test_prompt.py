@@ -50,6 +50,29 @@ def test_no_markers_put_the_images_first(paper):
     assert "### Human: <I>\n<I>\nWhat changed?\n" in got
 
 
+FLAMINGO_IMAGE = "<image><|endofchunk|>"
+
+
+def test_flamingo_appends_images_after_a_marker_less_instruction(paper):
+    """As the authors fed Polite Flamingo: under the v1 media rule text attends the image that
+    follows it, so the instruction comes first and each image after it, in order."""
+    got = render_prompt(
+        paper.template, paper.system, "What changed?", "gone", 2, FLAMINGO_IMAGE, "append"
+    )
+    assert f"### Human: What changed?{FLAMINGO_IMAGE}{FLAMINGO_IMAGE}\n### Assistent:" in got
+    text_only = render_prompt(
+        paper.template, paper.system, "Hi?", "hello", 0, FLAMINGO_IMAGE, "append"
+    )
+    assert "### Human: Hi?\n### Assistent:" in text_only
+
+
+def test_flamingo_keeps_marker_positions(paper):
+    got = render_prompt(
+        paper.template, paper.system, "A <image> then B <image>?", "x", 2, FLAMINGO_IMAGE, "append"
+    )
+    assert f"### Human: A {FLAMINGO_IMAGE} then B {FLAMINGO_IMAGE}?\n" in got
+
+
 @pytest.mark.parametrize("markers,images", [(1, 2), (2, 1), (2, 0)])
 def test_marker_count_mismatch_is_an_error(paper, markers, images):
     with pytest.raises(ImageCountMismatch, match=f"{markers} <image> markers for {images} images"):
