@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub, fmt, _add_run_args)
 
+    from ingest.command import add_parser as add_ingest_parser
+
+    add_ingest_parser(sub, fmt)  # pf1m ingest FORMAT ...: raw datasets -> input shards
+
     p = sub.add_parser(
         "audit",
         formatter_class=fmt,
