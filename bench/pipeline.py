@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import fsspec
 import pyarrow.parquet as pq
 import ray
 
@@ -23,6 +22,7 @@ from filters import MODELS, PHASES, model_filters_for
 from jobs.cli import demo_model_overrides
 from pipeline.driver import Driver, absolutize, start_rewriters, start_scorers
 from pipeline.reader import read_samples
+from pipeline.storage import url_to_fs
 from pipeline.writer import RowGroupWriter
 from schemas.config import load_config
 from schemas.rows import OUTPUT_SCHEMA
@@ -103,7 +103,7 @@ def main() -> None:
             concurrent = res.shards_in_flight * res.batches_in_flight_per_shard
             walls[name] = scorer_alone(scorers[name][0], name, items, res.batch_size, concurrent)
 
-    fs = fsspec.filesystem("file")
+    fs, _ = url_to_fs(str(work))
     start = time.monotonic()
     writer = RowGroupWriter(
         fs, str(work / "write-alone.bin"), OUTPUT_SCHEMA, cfg.writer.row_group_size

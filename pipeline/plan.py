@@ -24,7 +24,7 @@ class PlanError(ValueError):
 @dataclass(frozen=True)
 class ShardJob:
     shard: str
-    url: str  # with protocol, readable by fsspec.open
+    url: str  # with protocol, readable by pipeline.storage.open_url
     source: str | None
 
 

@@ -7,13 +7,13 @@ bound keeps memory flat however large a shard is.
 """
 
 import posixpath
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import fsspec
 import ray
 
 from filters import MODELS, PHASES, clip_paragraph, decide_models, decide_rules, model_filters_for
@@ -24,9 +24,10 @@ from pipeline.plan import ShardJob
 from pipeline.prompt import extract_answer, render_prompt, sample_seed
 from pipeline.reader import Bad, Sample, read_samples
 from pipeline.stats import StatsBuilder
+from pipeline.storage import open_url, url_to_fs
 from pipeline.writer import RowGroupWriter
 from schemas.commit import InputFingerprint
-from schemas.config import Filters, RunConfig
+from schemas.config import ConfigError, Filters, RunConfig
 from schemas.reasons import Stage
 from schemas.rewrite import RewriteRequest, RewriteResult
 from schemas.rows import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
@@ -35,6 +36,11 @@ from schemas.scores import ScoreResult
 
 class ShardError(RuntimeError):
     """A shard that could not be processed as a whole (unreadable, truncated, not a tar)."""
+
+
+def on_worker(shard: str, exc: ConfigError) -> ShardError:
+    """A storage package the driver had but this worker node lacks: named, with the node."""
+    return ShardError(f"{shard}: {exc} (missing on the worker node {socket.gethostname()})")
 
 
 @dataclass
@@ -134,7 +140,10 @@ class _ShardRun:
     def __init__(self, ctx: RunContext, job: ShardJob, rewriters: list) -> None:
         self.ctx, self.job, self.rewriters = ctx, job, rewriters
         self.filters = ctx.cfg.filters
-        self.fs, self.root = fsspec.core.url_to_fs(ctx.out)
+        try:
+            self.fs, self.root = url_to_fs(ctx.out)
+        except ConfigError as exc:
+            raise on_worker(job.shard, exc) from None
         self.stats = StatsBuilder(job.shard)
         self.pending: dict[ray.ObjectRef, Callable[[Any], None]] = {}
         self.rewriting: set[ray.ObjectRef] = set()  # the rewrite batches among `pending`
@@ -290,7 +299,9 @@ class _ShardRun:
         res = self.ctx.cfg.resources
         limit = self.ctx.cfg.limit_per_shard
         try:
-            stream = fsspec.open(self.job.url, "rb").open()
+            stream = open_url(self.job.url)
+        except ConfigError as exc:
+            raise on_worker(self.job.shard, exc) from None
         except OSError as exc:
             raise ShardError(f"{self.job.shard}: cannot open {self.job.url}: {exc}") from exc
         with stream:

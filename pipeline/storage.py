@@ -1,6 +1,6 @@
 """fsspec URLs for inputs and outputs (local paths, s3://, gs://, ...), with a clear error when
 the storage package a URL needs is not installed, and a warning for node-local output paths
-on a multi-node cluster."""
+on a multi-node cluster. Every storage open in the project goes through here."""
 
 import re
 
@@ -21,6 +21,13 @@ def url_to_fs(url: str) -> tuple[AbstractFileSystem, str]:
         raise ConfigError(
             f"{url}: needs the package {package} (pip install {package} on every node)"
         ) from None
+
+
+def open_url(url: str, mode: str = "rb"):
+    """A file by URL (an input shard, a file under OUT), through `url_to_fs` so that a missing
+    storage package is named."""
+    fs, path = url_to_fs(url)
+    return fs.open(path, mode)
 
 
 def is_local(url: str) -> bool:

@@ -1,6 +1,5 @@
 """Commit helpers: temporaries, rename-then-marker, done checks, cleaning, verification."""
 
-import fsspec
 import pytest
 
 from pipeline.commit import (
@@ -13,6 +12,7 @@ from pipeline.commit import (
     tmp_path,
     verify,
 )
+from pipeline.storage import url_to_fs
 from schemas.commit import InputFingerprint
 
 FP = InputFingerprint(url="file:///in/a.tar", size=10, mtime="1")
@@ -20,7 +20,7 @@ FP = InputFingerprint(url="file:///in/a.tar", size=10, mtime="1")
 
 @pytest.fixture
 def fs():
-    return fsspec.filesystem("file")
+    return url_to_fs("/")[0]
 
 
 def write_temporaries(fs, root: str, shard: str) -> dict:

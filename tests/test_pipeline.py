@@ -48,10 +48,10 @@ def test_demo_run_succeeds_with_kept_and_rejected_rows(demo_run):
 
 
 def test_layout_schema_and_conservation_per_shard(demo_run, demo_shards):
-    import fsspec
+    from pipeline.storage import url_to_fs
 
     out, _ = demo_run
-    fs = fsspec.filesystem("file")
+    fs, _ = url_to_fs(str(out))
     assert not list(out.rglob("*.tmp-*"))
     for i in range(4):
         shard = f"{i:05d}"
