@@ -73,6 +73,24 @@ def absolutize(cfg: RunConfig) -> RunConfig:
     return RunConfig.model_validate(data)
 
 
+# Errors a replica raises when its model files or its GPU cannot hold the configured model:
+# the config must change, so the run exits 2 like a config refused before any work.
+LOAD_REFUSALS = ("FlamingoLoadError", "BatchDoesNotFit")
+
+
+def check_rewriter_files(cfg: RunConfig) -> None:
+    """Before Ray starts: the flamingo backend's files, read for key names and shapes only, so
+    a missing group, a wrong shape or a pickled object is refused before any work."""
+    if cfg.rewriter.backend != "flamingo":
+        return
+    from models.flamingo import FlamingoLoadError, precheck
+
+    try:
+        precheck(cfg.rewriter.model, cfg.rewriter.flamingo)
+    except FlamingoLoadError as exc:
+        raise ConfigError(f"rewriter: {exc}") from None
+
+
 def init_ray(cfg: RunConfig) -> bool:
     """Join RAY_ADDRESS if set, else start a local Ray bound to loopback. True if we started it."""
     if ray.is_initialized():
@@ -233,6 +251,7 @@ class Driver:
 
     def run(self) -> RunResult:
         try:
+            check_rewriter_files(self.cfg)
             jobs, manifest = self._prepare()
         except (PlanError, ConfigError) as exc:
             self._error(str(exc))
@@ -255,7 +274,8 @@ class Driver:
             return self._run(jobs, manifest)
         except ray.exceptions.ActorDiedError as exc:  # a model that would not load, typically
             self._error(_actor_error(exc))
-            return RunResult(ExitCode.ERROR, self.cfg.output)
+            refused = any(name in str(exc) for name in LOAD_REFUSALS)
+            return RunResult(ExitCode.BAD_CONFIG if refused else ExitCode.ERROR, self.cfg.output)
         finally:
             if started_ray:
                 ray.shutdown()
