@@ -1,0 +1,33 @@
+"""`pf1m run` with Polite Flamingo files it cannot account for: exit 2 before any work (no Ray,
+no output directory), the reason in plain words. In-process `main`, about 2 s a case."""
+
+import json
+
+import pytest
+
+from jobs.cli import main
+from tests.conftest import ROOT
+from tests.flamingofiles import REFUSALS, write_refusal
+
+PRESET = ROOT / "configs" / "demo-flamingo.yaml"
+
+
+def sets(fields: dict) -> list[str]:
+    """`--set` items for a rewriter.model + rewriter.flamingo block (values as YAML/JSON)."""
+    out = [f"rewriter.model={fields['model']}"]
+    for key, value in fields["flamingo"].items():
+        out.append(f"rewriter.flamingo.{key}={json.dumps(value)}")
+    return out
+
+
+@pytest.mark.parametrize("kind", REFUSALS)
+def test_run_refuses_broken_files_before_any_work(kind, demo_shards, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["run", str(PRESET), "--set", f"input={demo_shards}/*.tar", "--set", f"output={out}"]
+    for item in sets(write_refusal(kind, tmp_path / "files")):
+        argv += ["--set", item]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    for words in REFUSALS[kind]:
+        assert words in err, err
+    assert not out.exists()  # refused before any shard, before Ray
