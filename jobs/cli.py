@@ -163,6 +163,69 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return execute(cfg, None, args.quiet, demo=True)
 
 
+def _export_settings(path: str | None):
+    from schemas.export import load_export_config
+
+    return load_export_config(path or CONFIGS / "export.yaml")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.job import MultiTurnRequest, export_run
+
+    request = None
+    if args.multi_turn is not None:
+        if not args.tokenizer or args.image_tokens is None:
+            raise ConfigError("--multi-turn needs --tokenizer and --image-tokens to count tokens")
+        request = MultiTurnRequest(
+            args.multi_turn, args.tokenizer, args.image_tokens, args.max_tokens, args.seed
+        )
+    settings = _export_settings(args.config)
+    m = export_run(args.out, args.format, args.to, settings, args.shard_size, request)
+    print(
+        f"exported {m.samples} samples as {m.records} {m.format} records, {m.images} images, "
+        f"{len(m.files)} files, from run {m.source_run_id} (config {m.source_config_hash}) "
+        f"to {args.to}"
+    )
+    if m.multi_turn is not None:
+        print(f"conversations {m.multi_turn.conversations}, over budget {m.multi_turn.over_budget}")
+    for problem in m.problems:
+        print(f"PROBLEM (shard left out): {problem}")
+    if not m.complete:
+        print(f"NOTE: {len(m.shards)} shards exported; the run is incomplete or had problems")
+    return int(ExitCode.OK if m.complete else ExitCode.PARTIAL)
+
+
+def cmd_import_pf1m(args: argparse.Namespace) -> int:
+    from export.importer import import_pf1m
+
+    r = import_pf1m(args.json, args.images, args.to, _export_settings(args.config), args.shard_size)
+    kind = "released PF-1M records" if r.released else "pf1m-json export"
+    print(
+        f"imported {r.rows} rows ({kind}) in {r.shards} committed shards into {r.out}; "
+        f"quarantined {r.quarantined}\nnext: pf1m audit {r.out}"
+    )
+    return 0
+
+
+def cmd_mix(args: argparse.Namespace) -> int:
+    from export.mixing import mix
+
+    inputs = {}
+    for item in args.inputs:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--input {item!r}: expected NAME=PATH")
+        inputs[name] = path
+    m = mix(inputs, args.to, _export_settings(args.config).mix, args.seed)
+    for name, stage in m.stages.items():
+        parts = ", ".join(
+            f"{n} {t.taken}/{m.inputs[n].available} ({t.share:.1%} of rows)"
+            for n, t in stage.inputs.items()
+        )
+        print(f"{name}: {stage.rows} rows in {args.to}/{stage.file}: {parts}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -234,6 +297,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--to", required=True, help="the new run directory")
     p.set_defaults(func=cmd_refilter)
+
+    p = sub.add_parser(
+        "export",
+        formatter_class=fmt,
+        help="export a run's kept rows for a trainer (pf1m-json, llava, hf, webdataset)",
+        epilog="examples:\n  pf1m export /data/out --format hf --to /data/pf1m-hf\n"
+        "  pf1m export /data/out --format llava --to /data/pf1m-llava --multi-turn 4 \\\n"
+        "      --tokenizer lmsys/vicuna-7b-v1.5 --image-tokens 576\n\n"
+        "Only committed shards that pass the audit's verification are exported; DEST/export.json\n"
+        "(written last) names the source run and config hash. Exit 3 when shards were left out.",
+    )
+    p.add_argument("out", help="the run's output directory (never modified)")
+    p.add_argument("--format", required=True, choices=["pf1m-json", "llava", "hf", "webdataset"])
+    p.add_argument("--to", required=True, help="the export folder (new or empty)")
+    p.add_argument("--shard-size", type=int, default=None, help="records per output file")
+    p.add_argument(
+        "--multi-turn",
+        type=int,
+        default=None,
+        metavar="K",
+        help="pack up to K random samples into one conversation under a token budget",
+    )
+    p.add_argument("--tokenizer", default=None, help="hub id or path that counts tokens")
+    p.add_argument(
+        "--image-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tokens each image costs in the trainer's context",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="token budget of a conversation (default: configs/export.yaml)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="packing seed (default: config)")
+    p.add_argument("--config", default=None, help="export settings (default configs/export.yaml)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "import-pf1m",
+        formatter_class=fmt,
+        help="released PF-1M JSON (or a pf1m-json export) into a committed run directory",
+        epilog="examples:\n  pf1m import-pf1m PF-1M.json --images /data/pf1m-images "
+        "--to /data/pf1m-run\n"
+        "  pf1m import-pf1m /data/pf1m-json-export --images /data/pf1m-json-export "
+        "--to /data/back\n\nThen `pf1m audit` and `pf1m refilter` work on it. See the README for\n"
+        "how uid, source and task of released records are derived.",
+    )
+    p.add_argument("json", help="a JSON array or JSON lines file, or a pf1m-json export folder")
+    p.add_argument("--images", required=True, help="root the <img_path> paths resolve under")
+    p.add_argument("--to", required=True, help="the new run directory")
+    p.add_argument("--shard-size", type=int, default=None, help="records per committed shard")
+    p.add_argument("--config", default=None, help="export settings (default configs/export.yaml)")
+    p.set_defaults(func=cmd_import_pf1m)
+
+    p = sub.add_parser(
+        "mix",
+        formatter_class=fmt,
+        help="stage manifests for the U-shaped schedule (text + LLaVA + 10% PF-1M; all PF-1M)",
+        epilog="example:\n  pf1m mix --input pf1m=/data/pf1m-llava --input llava=llava_v1_5.json "
+        "\\\n      --input text=ultrachat.jsonl --seed 0 --to /data/mix\n\n"
+        "Writes STAGE.jsonl ({input, file, index, id} per row) and mix.json; stages and\n"
+        "fractions come from configs/export.yaml (mix).",
+    )
+    p.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a named input: JSON array, JSON lines, or an export folder",
+    )
+    p.add_argument("--to", required=True, help="folder for the stage files")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default=None, help="export settings (default configs/export.yaml)")
+    p.set_defaults(func=cmd_mix)
 
     p = sub.add_parser(
         "demo",
