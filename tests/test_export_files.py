@@ -203,3 +203,21 @@ def test_a_released_pf1m_file_imports_with_derived_fields(tmp_path):
     moved = rows_of(tmp_path / "re", "rejected")
     assert [r["reject_reasons"] for r in moved.values()] == [["sts:below_threshold"]]
     assert next(iter(moved.values()))["task"] == "change_caption"  # its STS 0.6 < 0.7
+
+
+def test_the_dataset_card_counts_equal_stats_json(run_dir, tmp_path):
+    from export.card import read_front_matter
+
+    dest = tmp_path / "hf"
+    export_run(str(run_dir), "hf", str(dest), SETTINGS)
+    assert main(["audit", str(run_dir)]) == ExitCode.OK
+    stats = json.loads((run_dir / "stats.json").read_text())
+    meta = read_front_matter((dest / "README.md").read_text())
+    p = meta["pf1m"]
+    assert p["counts"]["totals"] == stats["totals"]
+    assert p["counts"]["by_group"] == stats["by_group"]
+    assert (p["source_run_id"], p["config_hash"]) == (stats["run_id"], stats["config_hash"])
+    assert p["filters"]["clip_paragraph"]["threshold"] == 17.0
+    assert set(p["models"]) >= {"rewriter", "sts", "nli", "clip_paragraph", "reward"}
+    assert p["licences"]["rewriter"] and set(p["licences"]["sources"]) == set(p["sources"])
+    assert meta["configs"][0]["data_files"][0]["path"] == "data/*.parquet"
