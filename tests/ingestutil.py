@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ingest.command import build_request
+from ingest.command import build_request  # noqa: F401  (re-exported for the tests)
 from ingest.run import IngestOutcome, run_ingest
 from pipeline.reader import Bad, Sample, read_samples
 
@@ -161,9 +161,18 @@ def refcoco(tmp: Path) -> dict[str, Path]:
             "image_id": 581857,
             "split": "train",
             "sentences": [
-                {"tokens": ["the", "lady"], "raw": "The lady with the blue shirt", "sent_id": 0,
-                 "sent": "the lady with the blue shirt"},  # fmt: skip
-                {"tokens": ["woman"], "raw": "woman in back", "sent_id": 1, "sent": "woman in back"},
+                {
+                    "tokens": ["the", "lady"],
+                    "raw": "The lady with the blue shirt",
+                    "sent_id": 0,
+                    "sent": "the lady with the blue shirt",
+                },  # fmt: skip
+                {
+                    "tokens": ["woman"],
+                    "raw": "woman in back",
+                    "sent_id": 1,
+                    "sent": "woman in back",
+                },
             ],
             "category_id": 1,
         },
@@ -191,21 +200,47 @@ def refcoco(tmp: Path) -> dict[str, Path]:
     instances = {
         "info": {},
         "images": [
-            {"license": 1, "file_name": "COCO_train2014_000000581857.jpg", "height": 64,
-             "width": 64, "id": 581857},  # fmt: skip
-            {"license": 1, "file_name": "COCO_train2014_000000000077.jpg", "height": 64,
-             "width": 64, "id": 77},  # fmt: skip
+            {
+                "license": 1,
+                "file_name": "COCO_train2014_000000581857.jpg",
+                "height": 64,
+                "width": 64,
+                "id": 581857,
+            },  # fmt: skip
+            {
+                "license": 1,
+                "file_name": "COCO_train2014_000000000077.jpg",
+                "height": 64,
+                "width": 64,
+                "id": 77,
+            },  # fmt: skip
         ],
         "licenses": [],
         "type": "instances",
         "annotations": [
-            {"segmentation": [[]], "area": 160.0, "iscrowd": 0, "image_id": 581857,
-             "bbox": [10.0, 12.0, 20.0, 16.0], "category_id": 1, "id": 1719310},  # fmt: skip
-            {"segmentation": [[]], "area": 400.0, "iscrowd": 0, "image_id": 77,
-             "bbox": [20.0, 20.0, 20.0, 20.0], "category_id": 17, "id": 5},  # fmt: skip
+            {
+                "segmentation": [[]],
+                "area": 160.0,
+                "iscrowd": 0,
+                "image_id": 581857,
+                "bbox": [10.0, 12.0, 20.0, 16.0],
+                "category_id": 1,
+                "id": 1719310,
+            },  # fmt: skip
+            {
+                "segmentation": [[]],
+                "area": 400.0,
+                "iscrowd": 0,
+                "image_id": 77,
+                "bbox": [20.0, 20.0, 20.0, 20.0],
+                "category_id": 17,
+                "id": 5,
+            },  # fmt: skip
         ],
-        "categories": [{"supercategory": "person", "id": 1, "name": "person"},
-                       {"supercategory": "animal", "id": 17, "name": "cat"}],  # fmt: skip
+        "categories": [
+            {"supercategory": "person", "id": 1, "name": "person"},
+            {"supercategory": "animal", "id": 17, "name": "cat"},
+        ],  # fmt: skip
     }
     return {
         "refs": dump(tmp / "refcocog" / "refs(umd).json", refs),
@@ -227,7 +262,11 @@ def vqa_v2(tmp: Path, n: int = 3, with_images: bool = True) -> dict[str, Path]:
         qid = image_id * 1000 + 1
         questions.append({"image_id": image_id, "question": f"What colour is {i}?",
                           "question_id": qid})  # fmt: skip
-        words = ["red"] * 4 + ["dark red"] * 4 + ["maroon"] * 2 if i == 0 else ["blue"] * 7 + ["navy"] * 3  # noqa: E501
+        words = (
+            ["red"] * 4 + ["dark red"] * 4 + ["maroon"] * 2
+            if i == 0
+            else ["blue"] * 7 + ["navy"] * 3
+        )  # noqa: E501
         annotations.append(
             {
                 "question_type": "what color",
@@ -301,8 +340,18 @@ def aokvqa(tmp: Path) -> dict[str, Path]:
             "question": "What is the man by the bags awaiting?",
             "choices": ["skateboarder", "train", "delivery", "cab"],
             "correct_choice_idx": 3,
-            "direct_answers": ["ride", "ride", "bus", "ride", "cab", "travel", "cab", "ride",
-                               "ride", "cab"],  # fmt: skip
+            "direct_answers": [
+                "ride",
+                "ride",
+                "bus",
+                "ride",
+                "cab",
+                "travel",
+                "cab",
+                "ride",
+                "ride",
+                "cab",
+            ],  # fmt: skip
             "difficult_direct_answer": False,
             "rationales": [
                 "A train would not be on the street.",
