@@ -133,11 +133,10 @@ class Replica:
     async def _restart_engine(self) -> None:
         raise NotImplementedError
 
-    async def _timed(self, req: RewriteRequest) -> RewriteResult:
-        stall = faults.delay("slow_rewrite", req.uid)
-        if stall:
-            await asyncio.sleep(stall)
-        return await self._run(req)
+    async def _hang(self) -> RewriteResult:
+        """A request that never answers (the `timeout_rewrite` fault point)."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
 
     async def _restart(self, generation: int) -> None:
         """Restart the engine once per timed-out generation; requests still running on the
@@ -162,7 +161,11 @@ class Replica:
         while True:
             await self._ready.wait()
             generation = self._generation
-            task = asyncio.ensure_future(asyncio.wait_for(self._timed(req), timeout))
+            if faults.expired("timeout_rewrite", req.uid):  # hangs, its deadline already past
+                attempt, deadline = self._hang(), 0.0
+            else:
+                attempt, deadline = self._run(req), timeout
+            task = asyncio.ensure_future(asyncio.wait_for(attempt, deadline))
             self._inflight.add(task)
             try:
                 return await task

@@ -2,9 +2,11 @@
 
 - `PF1M_FAULT_SCORE=TEXT` makes a scorer batch raise `InjectedFault` when any of its items
   contains TEXT, which exercises the batch -> per-item retry and the quarantine of the culprit.
-- `PF1M_FAULT_SLOW_REWRITE=TEXT=SECONDS[xTIMES]` delays a rewrite request whose uid contains
-  TEXT by SECONDS inside the replica, on its first TIMES attempts (default: every attempt),
-  which exercises the per-request timeout, the engine restart and the retry.
+- `PF1M_FAULT_TIMEOUT_REWRITE=TEXT[xTIMES]` makes a rewrite request whose uid contains TEXT
+  time out on its first TIMES attempts (default: every attempt): the attempt hangs and its
+  deadline is already past, so the per-request timeout fires for it and for nothing else,
+  however busy the machine (a test sets `request_timeout_s` far above any real request). It
+  exercises the engine restart, the retry and the quarantine without racing the clock.
 - `PF1M_FAULT_KILL=STEP:SHARD` SIGKILLs the driver's process group (the driver, and the
   embedded Ray it started) when SHARD's commit reaches STEP: `before_commit` (nothing renamed
   yet), `inside_commit` (files renamed, no marker) or `after_commit` (marker written).
@@ -12,10 +14,12 @@
 """
 
 import os
+import re
 import signal
 from collections import Counter
 
 _attempts: Counter[str] = Counter()
+_TIMES = re.compile(r"x\d+$")
 
 
 class InjectedFault(RuntimeError):
@@ -28,19 +32,16 @@ def check(point: str, items: list) -> None:
         raise InjectedFault(f"fault point {point!r} triggered by {needle!r}")
 
 
-def delay(point: str, key: str) -> float:
-    """Seconds to stall `key` at this fault point (0 when the point is off or spent)."""
+def expired(point: str, key: str) -> bool:
+    """Whether this attempt of `key` is one the fault point times out (`TEXT[xTIMES]`)."""
     spec = os.environ.get(f"PF1M_FAULT_{point.upper()}")
     if not spec:
-        return 0.0
-    needle, _, rest = spec.rpartition("=")
-    seconds, _, times = rest.partition("x")
+        return False
+    needle, _, times = spec.rpartition("x") if _TIMES.search(spec) else (spec, "", "")
     if needle not in key:
-        return 0.0
+        return False
     _attempts[key] += 1
-    if times and _attempts[key] > int(times):
-        return 0.0
-    return float(seconds)
+    return not times or _attempts[key] <= int(times)
 
 
 def kill_point(step: str, shard: str, driver_pid: int) -> None:
