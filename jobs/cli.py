@@ -133,6 +133,26 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flamingo_merge(args: argparse.Namespace) -> int:
+    """Load the config's Polite Flamingo files once and write one merged safetensors folder."""
+    import torch
+
+    from models.flamingo import FlamingoLoadError
+    from models.flamingo.merge import merge
+
+    rewriter = load_config(args.config, args.overrides).rewriter
+    if rewriter.backend != "flamingo":
+        raise ConfigError(f"rewriter.backend is {rewriter.backend}: flamingo-merge needs flamingo")
+    try:
+        out = merge(rewriter.model, rewriter.flamingo, Path(args.to), getattr(torch, args.dtype),
+                    args.device)  # fmt: skip
+    except FlamingoLoadError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"merged Polite Flamingo written to {out}; use it with --set rewriter.model={out} "
+          "--set rewriter.flamingo.checkpoints=[] --set rewriter.flamingo.lora=null")  # fmt: skip
+    return 0
+
+
 def demo_model_overrides(models: Path) -> list[str]:
     """Point the demo preset at the models `pf1m demo-models DIR` wrote."""
     return [
@@ -410,6 +430,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_models)
+
+    p = sub.add_parser(
+        "flamingo-merge",
+        formatter_class=fmt,
+        help="merge a Polite Flamingo's files and LoRA into one safetensors folder",
+        epilog="example:\n  pf1m flamingo-merge paper --to /models/polite-flamingo-gen2-merged\n"
+        "  pf1m run paper --set rewriter.model=/models/polite-flamingo-gen2-merged "
+        "--set rewriter.flamingo.checkpoints=[] --set rewriter.flamingo.lora=null ...\n\n"
+        "Reads rewriter.model and rewriter.flamingo of CONFIG (a YAML file or preset name).",
+    )
+    p.add_argument("config", help="YAML file or preset name whose rewriter is a flamingo")
+    p.add_argument("--to", required=True, help="new (or empty) folder for the merged model")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                   help="dtype of the written weights (the LoRA is merged in float32)")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="where to merge, e.g. cuda (fp32 7B: ~36 GB)")
+    p.set_defaults(func=cmd_flamingo_merge)
     return parser
 
 

@@ -4,6 +4,7 @@ layout, and one broken variant per pre-check refusal (shared by the model tests 
 tests)."""
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -102,3 +103,15 @@ def write_refusal(kind: str, out: Path) -> dict:
     else:
         raise ValueError(f"unknown refusal kind {kind}")
     return fields
+
+
+@contextmanager
+def one_thread():
+    """torch on one thread while the tiny model runs: the reference was made so, and on a
+    shared CPU more threads only wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -13,7 +13,14 @@ from models.flamingo.cross_attention import media_index
 from models.flamingo.images import vision_batch
 from models.flamingo.model import mask_positions
 from models.flamingo.ngram import NoRepeatNGram
-from tests.flamingofiles import FIXTURE, added_rows, flamingo_block, reference, rewriter_fields
+from tests.flamingofiles import (
+    FIXTURE,
+    added_rows,
+    flamingo_block,
+    one_thread,
+    reference,
+    rewriter_fields,
+)
 
 REF = reference()
 CASES = list(REF["cases"])
@@ -25,6 +32,12 @@ VARIANTS = {  # reference.json's generation variants (max_new_tokens 12, no samp
     "beam3_nrng3": {"num_beams": 3, "no_repeat_ngram_size": 3},
 }
 LOGIT_TOL = 1e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

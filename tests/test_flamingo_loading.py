@@ -11,9 +11,16 @@ from tests.flamingofiles import (
     POLITE_FILE,
     REFUSALS,
     flamingo_block,
+    one_thread,
     rewriter_fields,
     write_refusal,
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 def check(fields: dict) -> str:

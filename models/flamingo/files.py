@@ -93,9 +93,9 @@ def fetch_optional(ref: str, name: str, revision_map: dict | None = None) -> Pat
         return None
 
 
-def llama_weight_files(folder: Path) -> list[Path]:
-    """A Hugging Face LLaMA folder's weight files: one file, or the shards of its index."""
-    for name in LLAMA_WEIGHTS:
+def weight_files(folder: Path, names: tuple[str, ...] = LLAMA_WEIGHTS) -> list[Path]:
+    """A Hugging Face folder's weight files: one file, or the shards of its index."""
+    for name in names:
         if (folder / name).is_file():
             return [folder / name]
         index = folder / f"{name}.index.json"
@@ -103,8 +103,8 @@ def llama_weight_files(folder: Path) -> list[Path]:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             return [folder / s for s in shards]
     raise FlamingoLoadError(
-        f"decoder: {folder} holds no LLaMA weights ({' or '.join(LLAMA_WEIGHTS)}, or a sharded "
-        "index of them)"
+        f"rewriter.model: {folder} holds no weights ({' or '.join(names)}, or a sharded index "
+        "of them)"
     )
 
 

@@ -25,7 +25,7 @@ from models.flamingo.files import (
     HUB_FILE,
     fetch_optional,
     list_tensors,
-    llama_weight_files,
+    weight_files,
     read_tensors,
     resolve_file,
     resolve_folder,
@@ -176,11 +176,7 @@ def resolve(model: str, cfg: Flamingo, revision_map: dict | None = None) -> Part
                 "rewriter.model is a merged folder (pf1m flamingo-merge), which holds every "
                 "weight with LoRA merged: rewriter.flamingo.checkpoints and lora must be unset"
             )
-        files = [folder / MERGED_WEIGHTS] if (folder / MERGED_WEIGHTS).is_file() else None
-        if files is None:
-            raise FlamingoLoadError(
-                f"rewriter.model: merged folder {folder} has no {MERGED_WEIGHTS}"
-            )
+        files = weight_files(folder, (MERGED_WEIGHTS,))
         sources = [_source(f"{folder.name}/{f.name}", f, FLAMINGO, labels) for f in files]
         spec = FlamingoSpec.from_dict(config[MERGED_KEY])
         return Parts(spec, folder, tokenizer_file, sources, merged=True)
@@ -188,7 +184,7 @@ def resolve(model: str, cfg: Flamingo, revision_map: dict | None = None) -> Part
     vision, vision_file, vision_label = _vision(cfg, revision_map)
     lora = _lora(cfg.lora, revision_map)
     sources = [
-        _source(f"{folder.name}/{f.name}", f, LLAMA, labels) for f in llama_weight_files(folder)
+        _source(f"{folder.name}/{f.name}", f, LLAMA, labels) for f in weight_files(folder)
     ]
     if vision_file is not None:
         sources.append(_source(vision_label, vision_file, VISION, labels))
