@@ -25,10 +25,10 @@ from models.flamingo.files import (
     HUB_FILE,
     fetch_optional,
     list_tensors,
-    weight_files,
     read_tensors,
     resolve_file,
     resolve_folder,
+    weight_files,
 )
 from models.flamingo.lora import PROJECTIONS, LoraSpec
 from models.flamingo.model import DEFAULT_LATENTS, FlamingoModel, FlamingoSpec, build

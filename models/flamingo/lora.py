@@ -6,6 +6,7 @@ are named `<proj>.lora_A.default.weight` ([r, in]) and `<proj>.lora_B.default.we
 ([out, r]), the base weight stays `<proj>.weight`, exactly as in the released files.
 """
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -57,6 +58,7 @@ class LoraLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, r: int, scaling: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # as nn.Linear; loads overwrite it
         self.lora_A = nn.ModuleDict({ADAPTER: nn.Linear(in_features, r, bias=False)})
         self.lora_B = nn.ModuleDict({ADAPTER: nn.Linear(r, out_features, bias=False)})
         self.scaling = scaling
