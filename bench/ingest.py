@@ -8,10 +8,11 @@ source (captions + instances with segmentation polygons, a few thousand small JP
   decode, bomb guard), commits shard by shard with markers.
 - `pf1m ingest`, `--workers 2` on a local Ray (two cores here), timed after Ray is up.
 
-Lines: samples/s (value: ingest, baseline: the plain loop) and peak memory (maxrss of the
-process that did the work, from wait4; value: ingest, baseline: the plain loop; MB). The issue
-sets no target, so `target` is null. Each side runs in its own process, interleaved, best of
-`--repeats`. Raw lines also go to bench/results/ingest_cpu.jsonl.
+Lines: samples/s (value: ingest, baseline: the plain loop); peak memory (maxrss of the process
+that did the work, from wait4; value: ingest, baseline: the plain loop; MB); and the peak Python
+heap (tracemalloc) of reading the two JSON files: ingest's streaming reader to the end against
+`json.load`. The issue sets no target, so `target` is null. Each side runs in its own process,
+interleaved, best of `--repeats`. Raw lines also go to bench/results/ingest_cpu.jsonl.
 
 Run: `make bench` or `python -m bench.ingest [--images 3000 --shard-size 500 --repeats 2]`.
 """
@@ -155,6 +156,31 @@ def measure(side: str, src: dict[str, Path], out: Path, shard_size: int) -> tupl
     return result["samples"] / result["seconds"], usage.ru_maxrss / 1024
 
 
+def reader_heap(src: dict[str, Path], work: Path) -> tuple[float, float]:
+    """Peak Python heap (MB, tracemalloc) of the coco-captions reader run to the end, and of
+    `json.load` of the same two files: what streaming saves, without the interpreter's floor."""
+    import tracemalloc
+
+    from ingest.command import build_request
+    from ingest.formats import READERS
+    from ingest.phrasing import DEFAULT_PHRASING, load_phrasing
+
+    req = build_request(["coco-captions", "--src", str(src["captions"]), "--instances",
+                         str(src["instances"]), "--images", str(src["images"]),
+                         "--out", str(work / "unused")])  # fmt: skip
+    phrasing, _ = load_phrasing(DEFAULT_PHRASING)
+    tracemalloc.start()
+    records = sum(1 for _ in READERS["coco-captions"](req, phrasing))
+    streamed = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    tracemalloc.start()
+    loaded = [json.loads(src[k].read_text()) for k in ("captions", "instances")]
+    whole = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert records == len(loaded[0]["images"])
+    return streamed / 2**20, whole / 2**20
+
+
 def tars(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.glob("*.tar"))}
 
@@ -186,6 +212,7 @@ def main() -> None:
             if side != "baseline":
                 assert tars(out) == tars(work / f"baseline-{r}"), f"{side} wrote other shards"
     note("the three sides wrote byte-identical shards")
+    streamed, whole = reader_heap(src, work)
     lines = [
         emit("ingest", "coco_captions_samples_per_s_1_worker_vs_plain_loop",
              best["ingest"][0], "samples/s", best["baseline"][0], None),
@@ -193,6 +220,8 @@ def main() -> None:
              best["ingest-ray"][0], "samples/s", best["baseline"][0], None),
         emit("ingest", "peak_rss_mb_1_worker_vs_plain_loop",
              best["ingest"][1], "MB", best["baseline"][1], None),
+        emit("ingest", "source_json_peak_heap_mb_streamed_reader_vs_json_load",
+             streamed, "MB", whole, None),
     ]  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("".join(json.dumps(line) + "\n" for line in lines))

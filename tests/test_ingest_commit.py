@@ -283,3 +283,12 @@ def test_vqa_answers_are_streamed_not_loaded(tmp_path):
     tracemalloc.stop()
     assert count == 6000 and len(loaded[0]["questions"]) == 6000
     assert streamed < whole / 10, (streamed, whole)
+
+
+def test_help_shows_examples_and_exit_codes(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["ingest", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "pf1m ingest coco-captions --src" in text and "Exit codes: 0" in text
+    assert "data hygiene" in text

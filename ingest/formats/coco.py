@@ -3,7 +3,8 @@ block) and `refcoco` (the refs of RefCOCO/RefCOCO+/RefCOCOg as JSON, plus their 
 
 Both files are streamed with ijson, one section per pass. What is kept in memory is an index,
 not the JSON: per image its file name and size, its captions, and its boxes as packed floats
-(5 per box), about 50 MB for COCO train2017 against 448 MB of instances JSON.
+(5 per box): about 160 MB at COCO train2017's counts (118k images, 590k captions, 860k
+boxes), where `json.load` makes Python objects several times the 448 MB instances file.
 """
 
 from array import array
