@@ -17,6 +17,7 @@ from PIL import Image
 
 from pipeline import faults
 from schemas.config import Rewriter as RewriterConfig
+from schemas.reasons import TIMEOUT
 from schemas.rewrite import BusyStats, RewriteRequest, RewriteResult, RewriterInfo
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ def resolve_image_token(model: str, trust_remote_code: bool, override: str | Non
 def decode_images(payloads: list[bytes]) -> list[Image.Image]:
     return [Image.open(io.BytesIO(b)).convert("RGB") for b in payloads]
 
-
-TIMEOUT = "timeout"  # error class of a request quarantined after its retry also timed out
 
 
 def exit_for_restart(exc: BaseException) -> None:

@@ -1,11 +1,24 @@
 """A scorer actor: one or several scorer models (as configured), each loaded once, each behind
-a micro-batcher so items from every shard in flight share batches."""
+a micro-batcher so items from every shard in flight share batches.
+
+A call without a result within `scoring.call_timeout_s` returns error class `timeout` for
+each of its items. A hung model thread cannot be stopped from inside the process, so the
+caller then asks `restart_after_timeout`: the process ends, Ray restarts the actor (its
+`max_restarts`) and retries the calls that were still inside it; the caller retries its own.
+"""
+
+import asyncio
+import logging
+import os
 
 from actors.batcher import MicroBatcher
 from filters import MODELS
 from pipeline import faults
 from schemas.config import Filters, Scoring
+from schemas.reasons import TIMEOUT
 from schemas.scores import ScoreResult
+
+logger = logging.getLogger(__name__)
 
 
 class ScorerActor:
@@ -28,6 +41,8 @@ class ScorerActor:
             n: MicroBatcher(self._scoring_fn(s), scoring.batch_size[n], scoring.max_wait_ms / 1000)
             for n, s in self.scorers.items()
         }
+        self.call_timeout_s = scoring.call_timeout_s
+        self.timed_out = False  # a call timed out in this process: a model thread may hang
 
     @staticmethod
     def _scoring_fn(scorer):
@@ -49,10 +64,32 @@ class ScorerActor:
         except Exception as exc:  # this item alone
             return ScoreResult(error_class=type(exc).__name__, error_text=str(exc)[:2000])
 
-    async def score(self, name: str, items: list) -> list[ScoreResult]:
-        import asyncio
+    async def score(self, name: str, items: list, attempt: int = 1) -> list[ScoreResult]:
+        """One result per item; `attempt` numbers the caller's tries of this call."""
+        deadline = self.call_timeout_s
+        if faults.stalls("stall_score", name, items, attempt):
+            self.batchers[name].executor.submit(faults.hang)  # the model thread hangs
+            deadline = 0.0
+        calls = asyncio.gather(*(self._one(name, item) for item in items))
+        try:
+            return list(await asyncio.wait_for(calls, deadline))
+        except TimeoutError:
+            self.timed_out = True
+            text = f"no result within {self.call_timeout_s} s (attempt {attempt})"
+            return [ScoreResult(error_class=TIMEOUT, error_text=text) for _ in items]
 
-        return list(await asyncio.gather(*(self._one(name, item) for item in items)))
+    def restart_after_timeout(self) -> bool:
+        """End this process when one of its calls timed out, so that Ray restarts the actor
+        and retries the calls still inside it. False when this process never timed out (a
+        request for an actor that another caller's request already restarted)."""
+        import ray
+
+        if not self.timed_out or not ray.is_initialized():
+            return False
+        if ray.get_runtime_context().get_actor_id():
+            logger.error("a scorer call timed out; exiting so that Ray restarts this actor")
+            os._exit(1)
+        return False
 
     def batch_stats(self) -> dict[str, tuple[int, int]]:
         """(batches, items) per scorer: how well cross-shard batching fills batches."""

@@ -29,7 +29,10 @@ def resolve(root: Path, rel: str) -> Path:
     parts = rel.replace("\\", "/").split("/")
     if not rel or os.path.isabs(rel) or PurePosixPath(rel).is_absolute() or ".." in parts:
         raise ImageProblem(SkipReason.PATH_ESCAPE, f"{rel!r}: absolute or '..' path")
-    path = (root / rel).resolve()
+    try:
+        path = (root / rel).resolve()
+    except (OSError, ValueError) as exc:  # a NUL byte, a symlink loop
+        raise ImageProblem(SkipReason.BAD_RECORD, f"{rel!r}: not a usable path ({exc})") from None
     if not path.is_relative_to(root):
         raise ImageProblem(SkipReason.PATH_ESCAPE, f"{rel!r}: resolves outside --images")
     return path
@@ -74,6 +77,8 @@ def draw_box(
     x0, y0 = max(round(x) - pad, 0), max(round(y) - pad, 0)
     x1 = min(round(x + w) + pad - 1, copy.width - 1)
     y1 = min(round(y + h) + pad - 1, copy.height - 1)
+    if w <= 0 or h <= 0 or x0 > x1 or y0 > y1:
+        raise ImageProblem(SkipReason.BAD_RECORD, f"box {list(box)} is empty or off the image")
     ImageDraw.Draw(copy).rectangle((x0, y0, x1, y1), outline=cfg.box_colour, width=cfg.box_width)
     return copy
 
@@ -82,14 +87,20 @@ def load(root: Path, ref: ImageRef, region: RegionPhrasing, reencode: bool) -> t
     """(member extension, bytes) for one image of a sample."""
     payload = _read(resolve(root, ref.path), ref.path)
     img = _decode(payload, ref.path)
-    if ref.box is not None:
-        drawn = draw_box(img, ref.box, region)
-        if img.format == "JPEG" and not reencode:
-            buf = io.BytesIO()
-            drawn.save(buf, format="JPEG", quality=region.jpeg_quality)
-            return "jpg", buf.getvalue()
-        return "png", _png(drawn)
-    ext = STORED_AS_IS.get(img.format or "")
-    if ext is None or reencode:
-        return "png", _png(img)
-    return ext, payload
+    try:
+        if ref.box is not None:
+            drawn = draw_box(img, ref.box, region)
+            if img.format == "JPEG" and not reencode:
+                buf = io.BytesIO()
+                drawn.save(buf, format="JPEG", quality=region.jpeg_quality)
+                return "jpg", buf.getvalue()
+            return "png", _png(drawn)
+        ext = STORED_AS_IS.get(img.format or "")
+        if ext is None or reencode:
+            return "png", _png(img)
+        return ext, payload
+    except ImageProblem:
+        raise
+    except Exception as exc:  # a mode PIL decodes but cannot convert or encode
+        detail = f"{ref.path}: cannot re-encode ({type(exc).__name__}: {exc})"
+        raise ImageProblem(SkipReason.IMAGE_UNDECODABLE, detail) from None

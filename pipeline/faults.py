@@ -7,6 +7,12 @@
   deadline is already past, so the per-request timeout fires for it and for nothing else,
   however busy the machine (a test sets `request_timeout_s` far above any real request). It
   exercises the engine restart, the retry and the quarantine without racing the clock.
+- `PF1M_FAULT_STALL_SCORE=NAME:TEXT[xTIMES][,...]` stalls a call to scorer NAME holding an
+  item that contains TEXT, on its attempts 1..TIMES (default: every attempt; the caller
+  numbers them, so the count survives the actor's restart): the scorer's model thread hangs
+  for good, as on a hung forward pass, and the call's deadline is already past, so its
+  `scoring.call_timeout_s` fires and nothing else's does (tests set it far above any real
+  call). Only inside a scorer actor, whose restart ends the hung thread.
 - `PF1M_FAULT_KILL=STEP:SHARD` SIGKILLs the driver's process group (the driver, and the
   embedded Ray it started) when SHARD's commit reaches STEP: `before_commit` (nothing renamed
   yet), `inside_commit` (files renamed, no marker) or `after_commit` (marker written).
@@ -16,6 +22,7 @@
 import os
 import re
 import signal
+import threading
 from collections import Counter
 
 _attempts: Counter[str] = Counter()
@@ -37,11 +44,35 @@ def expired(point: str, key: str) -> bool:
     spec = os.environ.get(f"PF1M_FAULT_{point.upper()}")
     if not spec:
         return False
-    needle, _, times = spec.rpartition("x") if _TIMES.search(spec) else (spec, "", "")
+    needle, times = _times(spec)
     if needle not in key:
         return False
     _attempts[key] += 1
-    return not times or _attempts[key] <= int(times)
+    return times is None or _attempts[key] <= times
+
+
+def _times(entry: str) -> tuple[str, int | None]:
+    """`TEXTxN` -> (TEXT, N); `TEXT` -> (TEXT, None)."""
+    if _TIMES.search(entry):
+        needle, _, times = entry.rpartition("x")
+        return needle, int(times)
+    return entry, None
+
+
+def stalls(point: str, name: str, items: list, attempt: int) -> bool:
+    """Whether this attempt of a call to `name` is one the fault point stalls."""
+    for entry in filter(None, os.environ.get(f"PF1M_FAULT_{point.upper()}", "").split(",")):
+        target, _, rest = entry.partition(":")
+        needle, times = _times(rest)
+        hit = target == name and any(needle in repr(item) for item in items)
+        if hit and (times is None or attempt <= times):
+            return True
+    return False
+
+
+def hang() -> None:
+    """Block this thread until the process ends."""
+    threading.Event().wait()
 
 
 def kill_point(step: str, shard: str, driver_pid: int) -> None:

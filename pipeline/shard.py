@@ -28,7 +28,7 @@ from pipeline.storage import open_url, url_to_fs
 from pipeline.writer import RowGroupWriter
 from schemas.commit import InputFingerprint
 from schemas.config import ConfigError, Filters, RunConfig
-from schemas.reasons import Stage
+from schemas.reasons import TIMEOUT, Stage
 from schemas.rewrite import RewriteRequest, RewriteResult
 from schemas.rows import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
 from schemas.scores import ScoreResult
@@ -129,6 +129,18 @@ def quarantine_row(
         "rewrite_raw": rewrite_raw,
         "run_id": ctx.run_id,
     }
+
+
+@dataclass
+class _ScoreCall:
+    """One scorer call of a shard: which rows its items came from, on which actor."""
+
+    name: str
+    targets: list[dict]  # the rows scored, in item order
+    items: list
+    replica: Any
+    rows: list[dict]  # every row of this scoring phase (the next phase waits for all calls)
+    phase: int
 
 
 class _ShardRun:
@@ -256,15 +268,46 @@ class _ShardRun:
                 items.append(item)
             if targets:
                 replica = self._pick(self.ctx.scorers[name])
-                calls.append((name, targets, replica.score.remote(name, items)))
+                call = _ScoreCall(name, targets, items, replica, rows, phase)
+                calls.append((call, replica.score.remote(name, items)))
         if not calls:
             self._next_phase(rows, phase)
             return
         left = [len(calls)]
-        for name, targets, ref in calls:
-            self.pending[ref] = partial(self._on_scored, name, targets, rows, phase, left)
+        for call, ref in calls:
+            self.pending[ref] = partial(self._on_scored, call, left)
 
-    def _on_scored(self, name, targets, rows, phase, left, results: list[ScoreResult]) -> None:
+    def _on_scored(self, call: _ScoreCall, left: list[int], results: list[ScoreResult]) -> None:
+        if any(res.error_class == TIMEOUT for res in results):
+            call.replica.restart_after_timeout.remote()  # its model thread may hang
+            waiting = [len(call.items)]
+            for row, item in zip(call.targets, call.items, strict=True):  # each alone, once
+                ref = call.replica.score.remote(call.name, [item], 2)
+                self.pending[ref] = partial(self._on_retried, call, row, left, waiting)
+            return
+        self._record_scores(call.name, call.targets, results)
+        self._call_done(call, left)
+
+    def _on_retried(self, call, row, left, waiting, results: list[ScoreResult]) -> None:
+        """One item of a timed-out call, retried alone on the restarted actor: a second
+        timeout quarantines it (`score:NAME` / `timeout`), its call-mates go on."""
+        [res] = results
+        if res.error_class == TIMEOUT:
+            call.replica.restart_after_timeout.remote()
+            timeout = self.ctx.cfg.scoring.call_timeout_s
+            text = f"no result within {timeout} s, twice (the scorer actor restarted between)"
+            res = ScoreResult(error_class=TIMEOUT, error_text=text)
+        self._record_scores(call.name, [row], [res])
+        waiting[0] -= 1
+        if waiting[0] == 0:
+            self._call_done(call, left)
+
+    def _call_done(self, call: _ScoreCall, left: list[int]) -> None:
+        left[0] -= 1
+        if left[0] == 0:
+            self._next_phase(call.rows, call.phase)
+
+    def _record_scores(self, name: str, targets: list[dict], results: list[ScoreResult]) -> None:
         for row, res in zip(targets, results, strict=True):
             if res.error_class is not None:
                 row["_error"] = (name, res)
@@ -272,9 +315,6 @@ class _ShardRun:
                 row["reject_reasons"].append(res.reason)
             else:
                 MODELS[name].record(row, res.value)
-        left[0] -= 1
-        if left[0] == 0:
-            self._next_phase(rows, phase)
 
     def _next_phase(self, rows: list[dict], phase: int) -> None:
         if PHASES[phase] and clip_paragraph.NAME in PHASES[phase]:

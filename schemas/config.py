@@ -343,6 +343,10 @@ class Scoring(_Strict):
     forward_batch_size: dict[str, int] = Field(default_factory=dict)
     max_wait_ms: float = Field(default=20.0, ge=0.0)
     torch_threads: int | None = Field(default=None, gt=0)
+    # Seconds a scorer call may spend in its actor, queueing included; then the actor is
+    # restarted and the call retried once, then its samples quarantined `score:NAME`/`timeout`
+    # (off by default; operational, not hashed).
+    call_timeout_s: float | None = Field(default=None, gt=0.0)
 
     def chunk(self, name: str) -> int:
         return self.forward_batch_size.get(name, self.batch_size[name])

@@ -27,6 +27,10 @@ class Reason(StrEnum):
         return f"{name}:unscored"
 
 
+# The error class of a rewrite request or a scorer call that timed out on its retry as well.
+TIMEOUT = "timeout"
+
+
 class Stage(StrEnum):
     """Where a quarantined sample failed (DESIGN.md: read|decode|validate|rewrite|score:NAME)."""
 

@@ -267,22 +267,32 @@ def test_the_shipped_phrasing_file_is_valid_and_quotes_the_paper():
     assert set(READERS) >= {"coco-captions", "refcoco", "vqa-v2", "gqa", "aokvqa"}
 
 
+def _peak_heap(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_vqa_answers_are_streamed_not_loaded(tmp_path):
-    """VQAv2's two files are read side by side: the reader's Python heap stays a small
-    fraction of what `json.load` of the same files takes (tracemalloc, not timing)."""
-    src = u.vqa_v2(tmp_path, n=6000, with_images=False)
-    req = u.build_request(["vqa-v2", "--out", str(tmp_path / "out"), *_vqa_args(src)])
+    """VQAv2's two files are read side by side: the reader's peak Python heap does not grow
+    with the files, and is a small fraction of what `json.load` of them takes (tracemalloc)."""
     phrasing, _ = load_phrasing(DEFAULT_PHRASING)
-    tracemalloc.start()
-    count = sum(1 for _ in READERS["vqa-v2"](req, phrasing))
-    _, streamed = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    tracemalloc.start()
-    loaded = [json.loads(src[k].read_text()) for k in ("questions", "annotations")]
-    _, whole = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert count == 6000 and len(loaded[0]["questions"]) == 6000
-    assert streamed < whole / 10, (streamed, whole)
+    peaks, counts = {}, {}
+    for n in (1000, 3000):
+        src = u.vqa_v2(tmp_path / str(n), n=n, with_images=False)
+        req = u.build_request(["vqa-v2", "--out", str(tmp_path / "out"), *_vqa_args(src)])
+
+        def read(req=req, n=n) -> None:
+            counts[n] = sum(1 for _ in READERS["vqa-v2"](req, phrasing))
+
+        peaks[n] = _peak_heap(read)
+    whole = _peak_heap(lambda: [json.loads(src[k].read_text()) for k in src if k != "images"])
+    assert counts == {1000: 1000, 3000: 3000}
+    assert peaks[3000] < 1.2 * peaks[1000], peaks  # flat in the number of questions
+    assert peaks[3000] < whole / 10, (peaks, whole)
 
 
 def test_help_shows_examples_and_exit_codes(capsys):

@@ -282,3 +282,17 @@ def test_reencode_only_when_asked(tmp_path, reencode):
         assert s.image_names == ["02930152.png"] and s.images != [stored]
     else:
         assert s.image_names == ["02930152.jpg"] and s.images == [stored]
+
+
+def test_refcoco_box_off_the_image_is_a_bad_record(tmp_path):
+    src = u.refcoco(tmp_path)
+    instances = json.loads(src["instances"].read_text())
+    instances["annotations"][1]["bbox"] = [100.0, 100.0, 5.0, 5.0]  # the 64x64 cat image
+    src["instances"].write_text(json.dumps(instances))
+    out = tmp_path / "out"
+    args = ["--src", str(src["refs"]), "--instances", str(src["instances"])]
+    u.ingest("refcoco", out, *args, "--images", str(src["images"]))
+    assert set(by_key(out)) == {"0"}
+    m = manifest(out)
+    assert m.skipped == {"bad_record": 2}  # refs 1 and 2 point at that box
+    assert "off the image" in m.examples["bad_record"][0].detail

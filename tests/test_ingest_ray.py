@@ -38,6 +38,9 @@ def test_one_and_four_workers_write_identical_shards(ray_local, tmp_path):
         a.samples_written, a.skipped, a.examples, a.shards,
     )  # fmt: skip
     assert a.samples_written == 35 and a.skipped == {"image_missing": 1}
+    # the worker count is not part of what a re-run must repeat: all 8 shards are done
+    again = u.ingest("coco-captions", four, *args, workers=1)
+    assert (again.shards_done_before, again.shards_written) == (8, 0)
 
 
 def _ingest_every_format(root, work) -> int:
