@@ -41,7 +41,6 @@ def decode_images(payloads: list[bytes]) -> list[Image.Image]:
     return [Image.open(io.BytesIO(b)).convert("RGB") for b in payloads]
 
 
-
 def exit_for_restart(exc: BaseException) -> None:
     """Inside a Ray actor, end the process: Ray restarts the replica (`max_restarts`) and
     retries its calls (`max_task_retries`). In-process (tests, benchmarks) the error rises."""
