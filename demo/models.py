@@ -18,6 +18,7 @@ import torch
 
 from demo.data import IMAGE_SIZE, corpus
 
+from models.flamingo.tiny import build_tiny
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 VOCAB_SIZE = 1024
 VISION_PATCH = 16
@@ -215,3 +216,4 @@ def build_all(out: str | Path, seed: int = 0) -> dict[str, Path]:
         "reward": _bert_classifier(out / "reward", {0: "LABEL_0"}, seed),
         "sts": link_sts(out),
     }
+        "flamingo": build_tiny(out / "flamingo", seed),  # the released Polite Flamingo layout

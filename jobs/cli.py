@@ -1,6 +1,7 @@
 """`pf1m`: the command line. Every sub-command has --help with an example."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -153,8 +154,18 @@ def cmd_flamingo_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_model_overrides(models: Path) -> list[str]:
-    """Point the demo preset at the models `pf1m demo-models DIR` wrote."""
+def demo_model_overrides(models: Path, flamingo: bool = False) -> list[str]:
+    """Point the demo preset (or, with `flamingo`, demo-flamingo.yaml) at the models
+    `pf1m demo-models DIR` wrote."""
+    if flamingo:
+        from models.flamingo.tiny import tiny_rewriter_fields
+
+        fields = tiny_rewriter_fields(models / "flamingo")
+        rewriter = [f"rewriter.model={fields['model']}"]
+        block = fields["flamingo"].items()
+        rewriter += [f"rewriter.flamingo.{k}={json.dumps(v)}" for k, v in block]
+    else:
+        rewriter = [f"rewriter.model={models / 'rewriter'}"]
     return [
         f"rewriter.model={models / 'rewriter'}",
         f"filters.sts.model={models / 'sts'}",
