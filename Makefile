@@ -47,6 +47,7 @@ bench: setup
 	$(VPY) -m bench.pipeline
 	$(VPY) -m bench.decoding
 	$(VPY) -m bench.resume
+	$(VPY) -m bench.export
 	$(VPY) -m bench.ingest
 
 lint: setup
