@@ -11,6 +11,7 @@ image that follows it, so images placed first would leave the instruction attend
 import logging
 
 from actors.batcher import MicroBatcher
+from actors.model_lock import ModelLock
 from actors.replica import Replica, decode_images, set_threads
 from pipeline.batch_fit import Shape, fit_batch
 from schemas.config import Rewriter as RewriterConfig
@@ -49,6 +50,7 @@ class FlamingoRewriter(Replica):
         if self.device == "cuda":
             batch = self._fit_gpu(cfg, batch, dtype)
         super().__init__(cfg, IMAGE_TOKEN, batch)
+        self.model_lock = ModelLock(cfg.request_timeout_s)
         self.batcher = MicroBatcher(self._generate_batch, batch, hf.max_wait_ms / 1000)
 
     def _fit_gpu(self, cfg: RewriterConfig, wanted: int, dtype) -> int:
@@ -82,29 +84,29 @@ class FlamingoRewriter(Replica):
         return await self.batcher.submit(req)
 
     async def _restart_engine(self) -> None:
-        """A fresh batcher and worker thread. A `generate` call that never returns cannot be
-        interrupted: its thread is left behind, and the model is shared."""
+        """A fresh batcher and worker thread; a `generate` call that cannot be interrupted goes
+        on in the old thread, and the new one waits for it (actors/model_lock.py)."""
         self.batcher.close()
         self.batcher = MicroBatcher(self._generate_batch, self.capacity, self.batcher.max_wait_s)
 
     def _generate_batch(self, reqs: list[RewriteRequest]) -> list[RewriteResult]:
         d = self.cfg.decoding
-        sampling = d.temperature > 0
-        outs = self.runner.generate(
-            [r.prompt for r in reqs],
-            [decode_images(r.images) for r in reqs],
-            max_new_tokens=d.max_tokens,
-            do_sample=sampling,
-            temperature=d.temperature,
-            top_k=d.top_k,
-            top_p=d.top_p,
-            num_beams=d.beam_width or 1,
-            length_penalty=d.length_penalty,
-            no_repeat_ngram_size=d.no_repeat_ngram_size,
-            repetition_penalty=d.repetition_penalty,
-            stop=d.stop,
-            seed=reqs[0].seed,  # in deterministic mode (one sample a call): the sample's own
-        )
+        with self.model_lock.held():
+            outs = self.runner.generate(
+                [r.prompt for r in reqs],
+                [decode_images(r.images) for r in reqs],
+                max_new_tokens=d.max_tokens,
+                do_sample=d.temperature > 0,
+                temperature=d.temperature,
+                top_k=d.top_k,
+                top_p=d.top_p,
+                num_beams=d.beam_width or 1,
+                length_penalty=d.length_penalty,
+                no_repeat_ngram_size=d.no_repeat_ngram_size,
+                repetition_penalty=d.repetition_penalty,
+                stop=d.stop,
+                seed=reqs[0].seed,  # in deterministic mode (one sample a call): the sample's own
+            )
         return [
             RewriteResult(r.uid, g.text, g.finish_reason, g.prompt_tokens, len(g.new_ids))
             for r, g in zip(reqs, outs, strict=True)

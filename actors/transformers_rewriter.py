@@ -4,6 +4,7 @@ all calls are gathered into batches by a micro-batcher; LoRA adapters through pe
 
 from actors import adapters
 from actors.batcher import MicroBatcher
+from actors.model_lock import ModelLock
 from actors.replica import Replica, decode_images, resolve_image_token, set_threads
 from schemas.config import Rewriter as RewriterConfig
 from schemas.rewrite import RewriteRequest, RewriteResult
@@ -36,6 +37,7 @@ class TransformersRewriter(Replica):
 
     @staticmethod
     def _with_adapters(model, cfg: RewriterConfig):
+        self.model_lock = ModelLock(cfg.request_timeout_s)
         """The model wrapped by peft with every adapter loaded under its name."""
         from peft import PeftModel
 
@@ -52,20 +54,24 @@ class TransformersRewriter(Replica):
         return await self.batcher.submit(req)
 
     async def _restart_engine(self) -> None:
-        """A fresh batcher and worker thread. A `generate` call that never returns cannot be
-        interrupted: its thread is left behind, and the model is shared."""
+        """A fresh batcher and worker thread; a `generate` call that cannot be interrupted goes
+        on in the old thread, and the new one waits for it (actors/model_lock.py)."""
         self.batcher.close()
         self.batcher = MicroBatcher(self._generate_batch, self.capacity, self.batcher.max_wait_s)
 
     def _generate_batch(self, reqs: list[RewriteRequest]) -> list[RewriteResult]:
         """One `generate` per adapter among the batch's requests, results in request order."""
-        if not self.cfg.adapters:
-            return self._generate(reqs)
-        by_uid: dict[str, RewriteResult] = {}
-        for name in dict.fromkeys(r.adapter for r in reqs):
-            group = [r for r in reqs if r.adapter == name]
-            if name is None:
-                with self.model.disable_adapter():
+        with self.model_lock.held():
+            if not self.cfg.adapters:
+                return self._generate(reqs)
+            by_uid: dict[str, RewriteResult] = {}
+            for name in dict.fromkeys(r.adapter for r in reqs):
+                group = [r for r in reqs if r.adapter == name]
+                if name is None:
+                    with self.model.disable_adapter():
+                        results = self._generate(group)
+                else:
+                    self.model.set_adapter(name)
                     results = self._generate(group)
             else:
                 self.model.set_adapter(name)
