@@ -12,6 +12,7 @@ LoRA" (tested against transformers + peft), costs one slot, and keeps one code p
 import json
 from pathlib import Path
 
+from models.hub import folder
 from schemas.config import Adapter
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted max_lora_rank values
@@ -19,13 +20,8 @@ BASE = "pf1m-base"  # the zero adapter's name
 
 
 def local_dir(path: str) -> Path:
-    """An adapter's directory: the path itself, or the cached or fetched hub snapshot."""
-    local = Path(path).expanduser()
-    if local.is_dir():
-        return local
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(path))
+    """An adapter's directory: the path itself, or the hub snapshot at the pinned commit."""
+    return folder(path)
 
 
 def rank(path: Path) -> int:

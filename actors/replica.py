@@ -15,6 +15,7 @@ import time
 
 from PIL import Image
 
+from models.hub import pretrained
 from pipeline import faults
 from schemas.config import Rewriter as RewriterConfig
 from schemas.reasons import TIMEOUT
@@ -29,7 +30,8 @@ def resolve_image_token(model: str, trust_remote_code: bool, override: str | Non
         return override
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+    name, pin = pretrained(model)
+    processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code, **pin)
     for owner in (processor, getattr(processor, "tokenizer", None)):
         token = getattr(owner, "image_token", None)
         if isinstance(token, str) and token:

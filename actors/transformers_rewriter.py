@@ -6,6 +6,7 @@ from actors import adapters
 from actors.batcher import MicroBatcher
 from actors.model_lock import ModelLock
 from actors.replica import Replica, decode_images, resolve_image_token, set_threads
+from models.hub import pretrained
 from schemas.config import Rewriter as RewriterConfig
 from schemas.rewrite import RewriteRequest, RewriteResult
 
@@ -24,12 +25,14 @@ class TransformersRewriter(Replica):
         batch = 1 if cfg.deterministic else hf.batch_size
         super().__init__(cfg, token, batch)
         kw = {"trust_remote_code": cfg.trust_remote_code}
-        self.processor = AutoProcessor.from_pretrained(cfg.tokenizer or cfg.model, **kw)
+        processor, pin = pretrained(cfg.tokenizer or cfg.model)
+        self.processor = AutoProcessor.from_pretrained(processor, **kw, **pin)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.tokenizer.padding_side = "left"  # generation continues every prompt at its end
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = "auto" if hf.dtype == "auto" else getattr(torch, hf.dtype)
-        self.model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=dtype, **kw)
+        model, pin = pretrained(cfg.model)
+        self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype, **kw, **pin)
         if cfg.adapters:
             self.model = self._with_adapters(self.model, cfg)
         self.model.to(self.device).eval()

@@ -18,6 +18,7 @@ from actors.replica import (
     set_threads,
 )
 from schemas.config import Rewriter as RewriterConfig
+from schemas.modelref import load_args
 from schemas.rewrite import RewriteRequest, RewriteResult
 
 logger = logging.getLogger(__name__)
@@ -29,9 +30,13 @@ def vllm_engine_kwargs(cfg: RewriterConfig, seed: int, gpus: int = 1) -> dict:
     """vLLM engine arguments for a rewriter config (EngineArgs / AsyncEngineArgs / LLM). A
     replica holding several GPUs shards the model over them (tensor parallel, inside the
     actor's node)."""
+    model, revision = load_args(cfg.model)
+    tokenizer, tokenizer_revision = load_args(cfg.tokenizer) if cfg.tokenizer else (None, revision)
     kwargs = dict(
-        model=cfg.model,
-        tokenizer=cfg.tokenizer,
+        model=model,
+        revision=revision,
+        tokenizer=tokenizer,
+        tokenizer_revision=tokenizer_revision,
         dtype=cfg.dtype,
         trust_remote_code=cfg.trust_remote_code,
         max_model_len=cfg.max_model_len,

@@ -4,6 +4,8 @@ longest wastes most of its compute; sorting by length first keeps padding small.
 
 from typing import Any
 
+from models.hub import pretrained
+
 
 def length_chunks(lengths: list[int], chunk: int) -> list[list[int]]:
     """Indices grouped into chunks of similar length (longest first)."""
@@ -17,7 +19,8 @@ class SequenceClassifier:
     def __init__(self, model: str, trust_remote_code: bool, device: str, chunk: int) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        kw = {"trust_remote_code": trust_remote_code}
+        model, pin = pretrained(model)
+        kw = {"trust_remote_code": trust_remote_code, **pin}
         self.tokenizer = AutoTokenizer.from_pretrained(model, **kw)
         self.model = AutoModelForSequenceClassification.from_pretrained(model, **kw)
         self.model.to(device).eval()

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from models.hub import open_clip_args
 from schemas.config import ClipParagraphFilter, Filters
 from schemas.reasons import Reason
 
@@ -76,11 +77,12 @@ class Scorer:
     def __init__(self, cfg: ClipParagraphFilter, device: str, chunk: int) -> None:
         import open_clip
 
+        name, weights, extra = open_clip_args(cfg.model, cfg.pretrained)
         model, _, self.preprocess = open_clip.create_model_and_transforms(
-            cfg.model, pretrained=cfg.pretrained, device=device
+            name, pretrained=weights, device=device, **extra
         )
         self.model = model.eval()
-        self.tokenizer = open_clip.get_tokenizer(cfg.model)
+        self.tokenizer = open_clip.get_tokenizer(name)
         self.device = device
         self.chunk = chunk  # images and 77-token texts are fixed-size: chunks bound memory only
 

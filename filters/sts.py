@@ -4,6 +4,7 @@ rewrite with a sentence-transformers model; reject below the threshold (`paper`:
 from collections.abc import Mapping
 from typing import Any
 
+from models.hub import pretrained
 from schemas.config import Filters, StsFilter
 from schemas.reasons import Reason
 
@@ -31,8 +32,9 @@ class Scorer:
     def __init__(self, cfg: StsFilter, device: str, chunk: int) -> None:
         from sentence_transformers import SentenceTransformer
 
+        model, pin = pretrained(cfg.model)
         self.model = SentenceTransformer(
-            cfg.model, device=device, trust_remote_code=cfg.trust_remote_code
+            model, device=device, trust_remote_code=cfg.trust_remote_code, **pin
         )
         self.chunk = chunk
 

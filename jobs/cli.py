@@ -5,10 +5,17 @@ import json
 import sys
 from pathlib import Path
 
-from schemas.config import ConfigError, RunConfig, apply_overrides, load_config, validate_config
+from schemas.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    load_config,
+    preset_dir,
+    validate_config,
+)
 from schemas.run import ExitCode
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = preset_dir()  # package data: found in a wheel install too
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -190,7 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo data in {data}, demo models in {models}")
     overrides = [f"input={data}/*.tar", f"output={out / 'run'}", *demo_model_overrides(models)]
     overrides += args.overrides
-    cfg = load_config(CONFIGS / "demo.yaml", overrides)
+    cfg = load_config("demo", overrides)
     return execute(cfg, None, args.quiet, demo=True)
 
 
@@ -268,11 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         formatter_class=fmt,
         help="run a config",
-        epilog="example:\n  pf1m run configs/paper.yaml "
+        epilog="example:\n  pf1m run paper "
         "--set input='/data/coco/{00000..00099}.tar' --set output=/data/out "
-        "--max-shards 2 --limit 50",
+        "--max-shards 2 --limit 50\n\n"
+        "CONFIG is a YAML file or a shipped preset's name (demo, paper, demo-flamingo, ...).",
     )
-    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("config", help="YAML file or preset name (paper, demo, ...)")
     _add_run_args(p)
     p.set_defaults(func=cmd_run)
 

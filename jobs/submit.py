@@ -17,6 +17,10 @@ from pathlib import Path
 from schemas.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+# A source checkout is shipped as the job's working_dir. An installed pf1m (a wheel: ROOT is
+# site-packages) is not uploaded: every node runs this project's environment already (README,
+# "Running on a cluster", step 1).
+CHECKOUT = (ROOT / "pyproject.toml").is_file()
 CONFIG_ENV = "PF1M_CONFIG_JSON"
 
 
@@ -32,12 +36,10 @@ def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
     cfg = absolutize(load_config(args.config, overrides))
     env = dict(cfg.job.runtime_env)
     env_vars = {**env.pop("env_vars", {}), CONFIG_ENV: json.dumps(cfg.model_dump(mode="json"))}
-    runtime_env = {
-        **env,
-        "working_dir": str(ROOT),
-        "excludes": [*cfg.job.excludes, *env.pop("excludes", [])],
-        "env_vars": env_vars,
-    }
+    runtime_env = {**env, "env_vars": env_vars}
+    if CHECKOUT:
+        excludes = [*cfg.job.excludes, *env.pop("excludes", [])]
+        runtime_env.update(working_dir=str(ROOT), excludes=excludes)
     entrypoint = "python -m jobs.rewrite --config-from-env"
     if args.max_shards is not None:
         entrypoint += f" --max-shards {args.max_shards}"
@@ -99,7 +101,7 @@ def add_parsers(sub, fmt, run_args) -> None:
         "submit",
         formatter_class=fmt,
         help="submit a config as a Ray job",
-        epilog="example:\n  pf1m submit configs/paper.yaml --address http://head:8265 "
+        epilog="example:\n  pf1m submit paper --address http://head:8265 "
         "--set input='s3://bucket/raw/{00000..00999}.tar' --set output=s3://bucket/pf1m",
     )
     p.add_argument("config")

@@ -16,13 +16,13 @@ import ray
 
 from pipeline import metrics
 from pipeline.commit import is_done, now_iso, read_marker, sweep_temporaries
-from pipeline.fingerprint import model_fingerprint
 from pipeline.lock import LockHeld, RunLockFile
 from pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
 from pipeline.plan import PlanError, ShardJob, input_fingerprint, plan_shards
 from pipeline.progress import Progress, busy_fraction
 from pipeline.resources import alive_nodes
 from pipeline.resources import check as check_resources
+from pipeline.revisions import legacy_view, pin_models
 from pipeline.shard import RunContext, ShardOutcome, process_shard, warm_worker
 from pipeline.storage import node_local_warning, url_to_fs
 from schemas.config import ConfigError, RunConfig, config_hash
@@ -220,20 +220,25 @@ class Driver:
         jobs = plan_shards(self.cfg.inputs())
         if self.max_shards is not None:
             jobs = jobs[: self.max_shards]
-        fingerprints = {
-            name: model_fingerprint(m, contents=name.startswith("adapter:"))
-            for name, m in self.cfg.models().items()
-        }
-        hashed = self.cfg.hashed_view(fingerprints)
-        digest = config_hash(hashed)
-        self.fs.makedirs(self.root, exist_ok=True)
         old = load_manifest(self.fs, self.root)
+        # Every hub model resolves to a commit, the one run.json recorded if there is one.
+        pins = pin_models(self.cfg, old.revisions if old else {})
+        for note in pins.notes:
+            self._say(note)
+        hashed = self.cfg.hashed_view(pins.fingerprints)
+        digest = config_hash(hashed)
         if old is not None and old.config_hash != digest:
-            diff = "\n".join(diff_views(old.hashed, hashed))
-            raise ConfigError(
-                f"{self.cfg.output} holds a run with a different config; use a new output "
-                f"directory or the original config. Differences:\n{diff}"
-            )
+            legacy, roles = legacy_view(old.hashed, hashed)
+            if config_hash(legacy) != old.config_hash:
+                diff = "\n".join(diff_views(old.hashed, hashed))
+                raise ConfigError(
+                    f"{self.cfg.output} holds a run with a different config; use a new output "
+                    f"directory or the original config. Differences:\n{diff}"
+                )
+            hashed, digest = legacy, old.config_hash
+            self._say(f"run.json names no commit for {', '.join(roles)} (an older pf1m); "
+                      "continuing with the commits resolved now, recorded from now on")  # fmt: skip
+        self.fs.makedirs(self.root, exist_ok=True)
         manifest = RunManifest(
             run_id=old.run_id if old else uuid.uuid4().hex[:12],
             config=self.cfg.model_dump(mode="json"),
@@ -243,10 +248,12 @@ class Driver:
             started_at=old.started_at if old else now_iso(),
             updated_at=now_iso(),
             shards={j.shard: ShardState(url=j.url, source=j.source) for j in jobs},
+            revisions=pins.revisions,
         )
         if old is not None:
             for name, state in old.shards.items():
                 manifest.shards.setdefault(name, state)
+        self.cfg = pins.config  # from here on actors and tasks load the pinned commits
         return jobs, manifest
 
     def run(self) -> RunResult:

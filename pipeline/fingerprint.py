@@ -1,10 +1,13 @@
-"""A model's weight fingerprint, for the config hash: a different checkpoint is a different run.
+"""A model's weight fingerprint, for the config hash: different weights are a different run.
 
-For a local directory: the names and sizes of every file, and the contents of its small JSON
-files (configs, tokenizer settings). Hashing multi-gigabyte weights on every start would cost
-minutes; names, sizes and configs change whenever a checkpoint does in practice. A hub id is
-resolved to its cached snapshot when one exists, else fingerprinted by name alone.
-LoRA adapters are small and often retrained at the same shape, so theirs covers every byte.
+- A local folder: the names and sizes of every file, and the contents of its small JSON files
+  (configs, tokenizer settings). Hashing multi-gigabyte weights on every start would cost
+  minutes; names, sizes and configs change whenever a checkpoint does in practice. LoRA
+  adapters are small and often retrained at the same shape, so theirs covers every byte.
+- A local file (a checkpoint): its name and size.
+- A hub repository: `hub:ORG/NAME@COMMIT`, always with the commit the run resolved and loads
+  (pipeline/revisions.py), whether or not this machine has it cached; one file of a
+  repository: `hub:ORG/NAME@COMMIT:FILE`.
 """
 
 import hashlib
@@ -26,15 +29,17 @@ def _dir_fingerprint(root: Path, contents: bool) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_fingerprint(model: str, contents: bool = False) -> str:
-    """`contents`: hash every byte (adapters), not just names, sizes and JSON configs."""
-    local = Path(model.removeprefix("local-dir:")).expanduser()
+def model_fingerprint(path: str | Path, contents: bool = False) -> str:
+    """A local folder (`dir:...`) or file (`file:NAME:SIZE`); `contents`: hash every byte of
+    a folder (adapters), not just names, sizes and JSON configs."""
+    local = Path(str(path).removeprefix("local-dir:")).expanduser()
     if local.is_dir():
         return "dir:" + _dir_fingerprint(local, contents)
-    try:
-        from huggingface_hub import snapshot_download
+    if local.is_file():
+        return f"file:{local.name}:{local.stat().st_size}"
+    raise FileNotFoundError(f"{path}: no such file or folder")
 
-        snapshot = snapshot_download(model, local_files_only=True)
-        return f"hub:{model}@{Path(snapshot).name}"
-    except Exception:  # not cached here (e.g. a cluster node will fetch it): name only
-        return f"hub:{model}"
+
+def hub_fingerprint(repo: str, commit: str, filename: str | None = None) -> str:
+    """A hub repository at a resolved commit, or one file of it."""
+    return f"hub:{repo}@{commit}" + (f":{filename}" if filename else "")

@@ -5,6 +5,7 @@ whether it came from the YAML file or from a `--set`.
 """
 
 import hashlib
+import importlib.resources
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from schemas.hashed_view import hashed_fields
+from schemas.modelref import ModelSource
 from schemas.sample import TASKS, Task
 
 MODEL_FILTERS: tuple[str, ...] = ("sts", "nli", "clip_paragraph", "reward")
@@ -393,34 +396,52 @@ class RunConfig(_Strict):
             return [InputEntry(pattern=self.input)]
         return list(self.input)
 
-    def models(self) -> dict[str, str]:
-        """Every model this run loads: rewriter, its adapters (`adapter:NAME`) and the model
-        filters some task uses."""
-        out = {"rewriter": self.rewriter.model}
-        for adapter in self.rewriter.adapters:
-            out[f"adapter:{adapter.name}"] = adapter.path
-        flamingo = self.rewriter.flamingo
+    def model_sources(self) -> list[ModelSource]:
+        """Every model and weights file this run loads, with the config field naming it: the
+        rewriter (and its tokenizer), its adapters (`adapter:NAME`), the flamingo backend's
+        files, and the model filters some task uses. Each is pinned to a revision at run start
+        (pipeline/revisions.py)."""
+        rw, src = self.rewriter, ModelSource
+        out = [src("rewriter", "rewriter.model", rw.model, "repo")]
+        if rw.tokenizer is not None:  # pinned with the model; no fingerprint (version-1 view)
+            out.append(src("tokenizer", "rewriter.tokenizer", rw.tokenizer, "repo", hashed=False))
+        for i, a in enumerate(rw.adapters):
+            out.append(src(f"adapter:{a.name}", f"rewriter.adapters.{i}.path", a.path, "repo",
+                           contents=True))  # fmt: skip
+        flamingo = rw.flamingo
         if flamingo is not None:  # every file the flamingo backend loads on top of `model`
+            field = "rewriter.flamingo"
             for i, ref in enumerate(flamingo.checkpoints):
-                out[f"flamingo:checkpoint:{i}"] = ref
+                out.append(src(f"flamingo:checkpoint:{i}", f"{field}.checkpoints.{i}", ref, "file"))
             if flamingo.lora is not None and flamingo.lora.path is not None:
-                out["flamingo:lora"] = flamingo.lora.path
-            out["flamingo:vision"] = flamingo.vision
-            if flamingo.vision_pretrained is not None:
-                out["flamingo:vision_pretrained"] = flamingo.vision_pretrained
+                out.append(src("flamingo:lora", f"{field}.lora.path", flamingo.lora.path, "repo"))
+            out.append(src("flamingo:vision", f"{field}.vision", flamingo.vision, "open_clip",
+                           flamingo.vision_pretrained, f"{field}.vision_pretrained"))  # fmt: skip
         for name in self.filters.model_filters():
-            out[name] = getattr(self.filters, name).model
+            f, field = getattr(self.filters, name), f"filters.{name}"
+            if name == "clip_paragraph":
+                out.append(src(name, f"{field}.model", f.model, "open_clip", f.pretrained,
+                               f"{field}.pretrained"))  # fmt: skip
+            else:
+                out.append(src(name, f"{field}.model", f.model, "repo"))
         return out
 
+    def models(self) -> dict[str, str]:
+        """Role -> the model or file as written (`model_sources` says how each is read)."""
+        return {s.role: s.text for s in self.model_sources()}
+
     def hashed_view(self, fingerprints: dict[str, str]) -> dict[str, Any]:
-        """Only what changes the output; resources, batch sizes and engine tuning may change."""
-        rewriter = self.rewriter.model_dump(exclude={"engine", "transformers", "request_timeout_s"})
+        """Only what changes the output; resources, batch sizes and engine tuning may change.
+        A field added after version 1 enters only when set away from its default
+        (schemas/hashed_view.py), so upgrading keeps the hashes of existing runs: add
+        output-changing fields to the models above, not new keys here."""
+        operational = frozenset({"engine", "transformers", "request_timeout_s"})
         return {
-            "rewriter": rewriter,
+            "rewriter": hashed_fields(self.rewriter, "rewriter", operational),
             "model_fingerprints": fingerprints,
             "seed": self.seed,
             "limit_per_shard": self.limit_per_shard,
-            "filters": self.filters.model_dump(),
+            "filters": hashed_fields(self.filters, "filters"),
             "embed_images": self.writer.embed_images,
         }
 
@@ -505,8 +526,33 @@ def validate_config(data: dict, source: str, origins: dict[str, str] | None = No
         raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
 
 
+def preset_dir() -> Path:
+    """The folder of the YAML presets, shipped as package data (the `configs` package), so a
+    wheel install has them as well as a checkout."""
+    return Path(str(importlib.resources.files("configs")))
+
+
+def presets() -> dict[str, Path]:
+    """The presets by name: `demo`, `paper`, ..."""
+    return {p.stem: p for p in sorted(preset_dir().glob("*.yaml"))}
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file: an existing path, else a preset's name (`paper`, `demo.yaml`)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path.resolve()
+    shipped = presets()
+    preset = shipped.get(path.name.removesuffix(".yaml")) if path.name == str(name) else None
+    if preset is None:
+        names = ", ".join(shipped)
+        raise ConfigError(f"{name}: cannot read config (no such file, nor a preset: {names})")
+    return preset
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    path = Path(path).resolve()
+    """`path`: a YAML file or a preset's name (see `presets`)."""
+    path = config_path(path)
     data = _read_yaml(path)
     origins = apply_overrides(data, overrides or [])
     return validate_config(data, str(path), origins)

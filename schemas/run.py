@@ -34,6 +34,9 @@ class RunManifest(BaseModel):
     config: dict[str, Any]
     config_hash: str
     hashed: dict[str, Any]  # exactly what the config hash covers
+    # Hub reference (`ORG/NAME`, or `ORG/NAME@REV` as the config pins it) -> the commit every
+    # node loads; a resume, or a run into this OUT again, reuses these (pipeline/revisions.py)
+    revisions: dict[str, str] = Field(default_factory=dict)
     versions: dict[str, str]
     started_at: str
     updated_at: str
