@@ -12,10 +12,13 @@ drawn from the same distribution with a generator seeded `ADDED_ROWS_SEED`, so e
 every run has the same ones; `added_rows` replaces them (the tests pass the reference's rows).
 """
 
+from __future__ import annotations
+
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -34,7 +37,9 @@ from models.flamingo.lora import PROJECTIONS, LoraSpec
 from models.flamingo.model import DEFAULT_LATENTS, FlamingoModel, FlamingoSpec, build
 from models.flamingo.tokenizer import TOKENIZER_FILE, PromptTokenizer
 from models.flamingo.vision import VisionSpec
-from schemas.config import Flamingo, FlamingoLora
+
+if TYPE_CHECKING:  # pydantic is not needed to run the model (e.g. a bare GPU machine)
+    from schemas.config import Flamingo, FlamingoLora
 
 MERGED_KEY = "pf1m_flamingo"  # config.json of a merged folder holds the FlamingoSpec here
 MERGED_WEIGHTS = "model.safetensors"
@@ -183,9 +188,7 @@ def resolve(model: str, cfg: Flamingo, revision_map: dict | None = None) -> Part
     vocab = len(PromptTokenizer(tokenizer_file)) - 3
     vision, vision_file, vision_label = _vision(cfg, revision_map)
     lora = _lora(cfg.lora, revision_map)
-    sources = [
-        _source(f"{folder.name}/{f.name}", f, LLAMA, labels) for f in weight_files(folder)
-    ]
+    sources = [_source(f"{folder.name}/{f.name}", f, LLAMA, labels) for f in weight_files(folder)]
     if vision_file is not None:
         sources.append(_source(vision_label, vision_file, VISION, labels))
     for ref in cfg.checkpoints:

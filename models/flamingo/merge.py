@@ -13,17 +13,22 @@ merged in float32), folds the LoRA into the projections, and writes:
 each replica memory-maps one file set, and the run's fingerprint covers one folder.
 """
 
+from __future__ import annotations
+
 import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from models.flamingo.errors import FlamingoLoadError
 from models.flamingo.loader import MERGED_KEY, load
 from models.flamingo.lora import merge_lora
-from schemas.config import Flamingo
+
+if TYPE_CHECKING:  # pydantic is not needed to run the model (e.g. a bare GPU machine)
+    from schemas.config import Flamingo
 
 TOKENIZER_FILES = (
     "tokenizer.model",

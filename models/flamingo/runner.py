@@ -8,7 +8,10 @@ cannot run (e.g. its `<image>` markers and images disagree) raises; the caller m
 batch item by item to isolate it.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -19,7 +22,9 @@ from models.flamingo.loader import load
 from models.flamingo.model import FlamingoModel
 from models.flamingo.ngram import NoRepeatNGram
 from models.flamingo.tokenizer import EOS_ID, PAD_ID, PromptTokenizer
-from schemas.config import Flamingo
+
+if TYPE_CHECKING:  # pydantic is not needed to run the model (e.g. a bare GPU machine)
+    from schemas.config import Flamingo
 
 
 @dataclass
@@ -67,7 +72,7 @@ class FlamingoRunner:
         device: str,
         revision_map: dict | None = None,
         added_rows: torch.Tensor | None = None,
-    ) -> "FlamingoRunner":
+    ) -> FlamingoRunner:
         """`added_rows`: lm_head's rows of the 3 added tokens, instead of the seeded rule."""
         net, parts, report = load(model, cfg, dtype, device, revision_map, added_rows)
         return cls(net, PromptTokenizer(parts.tokenizer_file), report)
