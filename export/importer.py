@@ -48,6 +48,7 @@ from schemas.sample import IMAGE_MARKER
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STAGE = "import"
+CARRIED = ("revisions",)  # run.json fields of the source run an imported run keeps
 _IMG = re.compile(re.escape(IMG_PATH) + "(.*?)" + re.escape(IMG_PATH), re.DOTALL)
 
 
@@ -289,6 +290,12 @@ def import_pf1m(
         raise ConfigError(f"{dest} already holds a run; import writes a new directory")
     config, hashed, chash = _run_config(export_manifest, settings, src, dest)
     size = shard_size or settings.import_.shard_size
+    # What the source run recorded about its models (e.g. pinned revisions) stays with it.
+    carried = {
+        k: v
+        for k, v in (export_manifest.run if export_manifest else {}).items()
+        if k in CARRIED and k in RunManifest.model_fields
+    }
     manifest = RunManifest(
         run_id=uuid.uuid4().hex[:12],
         config=config,
@@ -298,6 +305,7 @@ def import_pf1m(
         started_at=now_iso(),
         updated_at=now_iso(),
         summary={"imported_from": src, "images": images_root},
+        **carried,
     )
     if export_manifest is not None:
         manifest.summary["source_run_id"] = export_manifest.source_run_id

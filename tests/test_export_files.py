@@ -93,7 +93,7 @@ def test_hf_loads_with_datasets_and_decodes_images(run_dir, tmp_path):
 
     dest = tmp_path / "hf"
     m = export_run(str(run_dir), "hf", str(dest), SETTINGS, shard_size=40)
-    ds = datasets.load_dataset(str(dest), split="train")
+    ds = datasets.load_dataset(str(dest), split="train", cache_dir=str(tmp_path / "cache"))
     assert len(ds) == m.records == kept_count(run_dir)
     with_images = [row for row in ds if row["images"]]
     assert with_images and all(isinstance(im, Image.Image) for im in with_images[0]["images"])
