@@ -230,3 +230,23 @@ def test_own_exports_come_back_in_their_shards_released_ones_by_size():
     assert [(n, len(b)) for n, b in shard_batches(iter(released), 2, "f", own=False)] == [
         ("f-00000", 2), ("f-00001", 2), ("f-00002", 1),
     ]  # fmt: skip
+
+
+def test_card_models_carry_recorded_revisions_and_degrade_without():
+    from export.card import models
+    from schemas.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        "filters.reward.model=OpenAssistant/reward-model-deberta-v3-large-v2",
+        "filters.nli.model=cross-encoder/nli-deberta-v3-base@abc123",
+    ])  # fmt: skip
+    run_json = {
+        "revisions": {"OpenAssistant/reward-model-deberta-v3-large-v2": "f00d"},
+        "hashed": {"model_fingerprints": {"sts": "hub:sentence-transformers/x@beef", "nli": "x"}},
+    }
+    found = models(cfg, run_json)
+    assert found["reward"]["revision"] == "f00d"  # run.json's revisions, by hub reference
+    assert found["sts"]["revision"] == "beef"  # from a hub fingerprint
+    assert found["nli"]["revision"] == "abc123"  # pinned in the config
+    older = models(cfg, {"hashed": {"model_fingerprints": {}}})  # a run from before revisions
+    assert older["reward"]["revision"] is None and older["rewriter"]["id"] == cfg.rewriter.model
