@@ -250,3 +250,16 @@ def test_card_models_carry_recorded_revisions_and_degrade_without():
     assert found["nli"]["revision"] == "abc123"  # pinned in the config
     older = models(cfg, {"hashed": {"model_fingerprints": {}}})  # a run from before revisions
     assert older["reward"]["revision"] is None and older["rewriter"]["id"] == cfg.rewriter.model
+
+
+def test_reasoning_rides_in_the_pf1m_object_and_version_2_rows_have_none(tmp_path):
+    from export.importer import _Importer
+
+    (tmp_path / "i.png").write_bytes(b"\x89PNG....")
+    fs, root = url_to_fs(str(tmp_path))
+    v3 = layouts.pf1m_record(_row("vqa", reasoning="I looked."), ["i.png"], SETTINGS.published, 17)
+    v2 = layouts.pf1m_record(_row("vqa"), ["i.png"], SETTINGS.published, 17)  # no such column
+    assert v3["pf1m"]["reasoning"] == "I looked." and "reasoning" not in v2["pf1m"]
+    importer = _Importer(fs, root)
+    assert importer.row(v3, "sh", 0, "new")["reasoning"] == "I looked."
+    assert importer.row(v2, "sh", 0, "new")["reasoning"] is None
