@@ -343,15 +343,20 @@ def _commit(dfs, droot, shard, batch, importer, manifest, fingerprint, result, c
             row = importer.row(raw, shard, index, manifest.run_id)
         except BadRecord as exc:
             extra = raw.get("pf1m") if isinstance(raw, dict) else None
-            extra = extra if isinstance(extra, dict) else {}
-            key = f"{index:09d}"
+            known = {
+                name: value
+                for name, value in (extra if isinstance(extra, dict) else {}).items()
+                if isinstance(value, str)
+            }  # what this project's own record says about itself, when it says it as text
+            key = known.get("key", f"{index:09d}")
+            source, task = known.get("source"), known.get("task")
             writers["quarantine"].add({
-                "uid": f"{shard}/{key}", "shard": shard, "key": key,
-                "source": extra.get("source"), "task": extra.get("task"), "stage": STAGE,
+                "uid": known.get("uid", f"{shard}/{key}"), "shard": shard, "key": key,
+                "source": source, "task": task, "stage": STAGE,
                 "error_class": exc.error_class, "error_text": str(exc), "members": [],
-                "rewrite_raw": extra.get("rewrite_raw"), "run_id": manifest.run_id,
+                "rewrite_raw": known.get("rewrite_raw"), "run_id": manifest.run_id,
             })  # fmt: skip
-            stats.add_quarantine(STAGE, extra.get("source"), extra.get("task"))
+            stats.add_quarantine(STAGE, source, task)
             result.quarantined += 1
             continue
         writers["data"].add(row)

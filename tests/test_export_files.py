@@ -221,3 +221,21 @@ def test_the_dataset_card_counts_equal_stats_json(run_dir, tmp_path):
     assert set(p["models"]) >= {"rewriter", "sts", "nli", "clip_paragraph", "reward"}
     assert p["licences"]["rewriter"] and set(p["licences"]["sources"]) == set(p["sources"])
     assert meta["configs"][0]["data_files"][0]["path"] == "data/*.parquet"
+
+
+def test_records_that_cannot_come_back_are_quarantined_by_uid(run_dir, tmp_path):
+    dest = tmp_path / "json"
+    export_run(str(run_dir), "pf1m-json", str(dest), SETTINGS)
+    records = json.loads((dest / "pf1m.json").read_text())
+    with_image = next(r for r in records if "<img_path>" in r["input"])
+    (dest / with_image["input"].split("<img_path>")[1]).unlink()
+    records[-1]["output"] = 5  # invalid field type
+    (dest / "pf1m.json").write_text(json.dumps(records))
+    back = tmp_path / "back"
+    r = import_pf1m(str(dest), str(dest), str(back), SETTINGS)
+    assert (r.rows, r.quarantined) == (len(records) - 2, 2)
+    quarantine = {q["uid"]: q for q in rows_of(back, "quarantine").values()}
+    assert quarantine[with_image["pf1m"]["uid"]]["error_class"] == "MissingImage"
+    assert quarantine[records[-1]["pf1m"]["uid"]]["error_class"] == "InvalidRecord"
+    assert quarantine[with_image["pf1m"]["uid"]]["task"] == with_image["pf1m"]["task"]
+    assert main(["audit", str(back)]) == ExitCode.OK  # conservation holds with quarantine
