@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "mix",
         formatter_class=fmt,
-        help="stage manifests for the U-shaped schedule (text + LLaVA + 10% PF-1M; all PF-1M)",
+        help="stage manifests for the U-shaped schedule (text + LLaVA + 10%% PF-1M; all PF-1M)",
         epilog="example:\n  pf1m mix --input pf1m=/data/pf1m-llava --input llava=llava_v1_5.json "
         "\\\n      --input text=ultrachat.jsonl --seed 0 --to /data/mix\n\n"
         "Writes STAGE.jsonl ({input, file, index, id} per row) and mix.json; stages and\n"
