@@ -8,6 +8,7 @@ ends the actor process, so Ray restarts the replica and retries its calls.
 """
 
 import asyncio
+import dataclasses
 import io
 import logging
 import os
@@ -17,6 +18,7 @@ from PIL import Image
 
 from models.hub import pretrained
 from pipeline import faults
+from pipeline.chat_template import ChatRenderer
 from schemas.config import Rewriter as RewriterConfig
 from schemas.reasons import TIMEOUT
 from schemas.rewrite import BusyStats, RewriteRequest, RewriteResult, RewriterInfo
@@ -71,6 +73,9 @@ class Replica:
     def __init__(self, cfg: RewriterConfig, image_token: str, capacity: int) -> None:
         self.cfg = cfg
         self.image_token = image_token
+        # `prompt.style: chat`: requests carry messages, rendered here with the model's chat
+        # template (README, design notes); a model without one fails here, before any work.
+        self.renderer = ChatRenderer.load(cfg) if cfg.prompt.style == "chat" else None
         self.capacity = capacity  # sequences the backend runs at once
         self._running = 0
         self._last_change = time.monotonic()
@@ -182,10 +187,28 @@ class Replica:
             finally:
                 self._inflight.discard(task)
 
+    def _rendered(self, req: RewriteRequest) -> RewriteRequest:
+        """The request with its chat messages rendered into the prompt both backends read."""
+        if req.messages is None:
+            return req
+        if self.renderer is None:
+            raise ValueError("a request with chat messages, but rewriter.prompt.style is raw")
+        return dataclasses.replace(req, prompt=self.renderer.render(req.messages), messages=None)
+
+    def _reopened(self, req: RewriteRequest, result: RewriteResult) -> RewriteResult:
+        """A prompt that ends inside an opened thinking block (a chat template's generation
+        prompt may open it): the completion gets the opening back, so the answer is read as
+        a block that closes, or never does."""
+        start = self.cfg.prompt.think_start
+        if result.completion is not None and req.prompt.rstrip().endswith(start):
+            result.completion = start + result.completion
+        return result
+
     async def _one(self, req: RewriteRequest) -> RewriteResult:
         self._track(+1)
         try:
-            return await self._attempts(req)
+            req = self._rendered(req)
+            return self._reopened(req, await self._attempts(req))
         except Exception as exc:  # one bad request must not fail its batch ...
             if type(exc).__name__ == "EngineDeadError":  # ... but a dead engine ends the replica
                 exit_for_restart(exc)

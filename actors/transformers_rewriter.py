@@ -25,8 +25,9 @@ class TransformersRewriter(Replica):
         batch = 1 if cfg.deterministic else hf.batch_size
         super().__init__(cfg, token, batch)
         kw = {"trust_remote_code": cfg.trust_remote_code}
+        sizes = cfg.image.processor_kwargs()  # dynamic resolution: as vLLM's processor has them
         processor, pin = pretrained(cfg.tokenizer or cfg.model)
-        self.processor = AutoProcessor.from_pretrained(processor, **kw, **pin)
+        self.processor = AutoProcessor.from_pretrained(processor, **kw, **pin, **sizes)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.tokenizer.padding_side = "left"  # generation continues every prompt at its end
         self.device = "cuda" if torch.cuda.is_available() else "cpu"

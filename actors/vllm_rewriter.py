@@ -48,6 +48,8 @@ def vllm_engine_kwargs(cfg: RewriterConfig, seed: int, gpus: int = 1) -> dict:
         seed=seed,
         disable_log_stats=True,
     )
+    if cfg.image.processor_kwargs():  # dynamic resolution: the image sizes, so token counts
+        kwargs["mm_processor_kwargs"] = cfg.image.processor_kwargs()
     if cfg.decoding.no_repeat_ngram_size:
         kwargs["logits_processors"] = [NGRAM_PROCESSOR]
     if gpus > 1:

@@ -36,8 +36,8 @@ def load_requests(cfg: RunConfig, shards: Path, token: str) -> list[tuple[Rewrit
                 uid = f"{tar.stem}/{s.key}"
                 r = s.record
                 prompt = render_prompt(
-                    cfg.rewriter.template,
-                    cfg.rewriter.system,
+                    cfg.rewriter.prompt.template,
+                    cfg.rewriter.prompt.system,
                     r.instruction,
                     r.response,
                     len(s.images),

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
+from demo.chat_model import build_chat_vlm
 from demo.data import IMAGE_SIZE, corpus
-
 from models.flamingo.tiny import build_tiny
+
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 VOCAB_SIZE = 1024
 VISION_PATCH = 16
@@ -208,6 +209,7 @@ def build_all(out: str | Path, seed: int = 0) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     return {
         "rewriter": build_rewriter(out / "rewriter", seed),
+        "chat": build_chat_vlm(out / "chat", seed),  # demo/chat_model.py: Qwen2.5-VL-shaped
         "clip": build_clip(out / "clip", seed),
         # Deliberately not in canonical order: NLI logits are permuted via id2label.
         "nli": _bert_classifier(
@@ -215,5 +217,5 @@ def build_all(out: str | Path, seed: int = 0) -> dict[str, Path]:
         ),
         "reward": _bert_classifier(out / "reward", {0: "LABEL_0"}, seed),
         "sts": link_sts(out),
-    }
         "flamingo": build_tiny(out / "flamingo", seed),  # the released Polite Flamingo layout
+    }

@@ -1,6 +1,11 @@
-"""Prompt rendering, answer extraction and per-sample seeds: pure functions, no model needed."""
+"""Prompt rendering, answer extraction and per-sample seeds: pure functions, no model needed.
+
+Two prompt styles (`rewriter.prompt.style`): `raw` fills one template string (the paper's);
+`chat` builds the messages a chat template renders (pipeline/chat_template.py renders them).
+"""
 
 import hashlib
+from typing import Any
 
 from schemas.sample import IMAGE_MARKER
 
@@ -38,6 +43,52 @@ def render_prompt(
     """Fill the template's `{system}`, `{instruction}` and `{raw}`; values are not re-parsed."""
     placed = place_images(instruction, n_images, image_token, without_markers)
     return template.format(system=system, instruction=placed, raw=raw)
+
+
+# Stands in for an image while the rewrite instruction is formatted, then splits the text into
+# content parts; a NUL cannot occur in sample text (the reader takes JSON strings).
+_IMAGE_SLOT = "\x00image\x00"
+
+
+def chat_messages(
+    system: str | None, template: str, instruction: str, raw: str, n_images: int
+) -> list[dict[str, Any]]:
+    """A system message (when set), then a user message: the rewrite instruction (`template`
+    over `{instruction}` and `{raw}`) as text parts, with an image part at each `<image>` marker
+    of the instruction (no markers: the images first). Parts use the `{"type": ...}` shape that
+    chat templates read; empty text parts are left out."""
+    markers = instruction.count(IMAGE_MARKER)
+    if markers and markers != n_images:
+        raise ImageCountMismatch(f"{markers} <image> markers for {n_images} images")
+    text = template.format(instruction=instruction.replace(IMAGE_MARKER, _IMAGE_SLOT), raw=raw)
+    pieces = text.split(_IMAGE_SLOT)
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images - markers)]
+    for i, piece in enumerate(pieces):
+        if i:
+            content.append({"type": "image"})
+        if piece:
+            content.append({"type": "text", "text": piece})
+    messages: list[dict[str, Any]] = []
+    if system is not None:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+def split_reasoning(completion: str, start: str, end: str) -> tuple[str | None, str]:
+    """(reasoning, the rest). The block from the first `start` to the next `end` is the
+    reasoning; a block opened and never closed is all reasoning and leaves no answer. No
+    `start`: (None, completion). A block the chat template opened in the prompt has its `start`
+    put back in front of the completion by the replica (actors/replica.py)."""
+    opened = completion.find(start)
+    if opened < 0:
+        return None, completion
+    body_at = opened + len(start)
+    closed = completion.find(end, body_at)
+    if closed < 0:
+        return completion[body_at:].strip(), ""
+    rest = completion[:opened] + completion[closed + len(end) :]
+    return completion[body_at:closed].strip(), rest
 
 
 def extract_answer(completion: str, marker: str) -> str:

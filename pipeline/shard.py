@@ -21,7 +21,13 @@ from filters.rouge import rouge_l
 from pipeline import faults, metrics
 from pipeline.commit import KINDS, clean_shard, commit_shard, relpath, tmp_path
 from pipeline.plan import ShardJob
-from pipeline.prompt import extract_answer, render_prompt, sample_seed
+from pipeline.prompt import (
+    chat_messages,
+    extract_answer,
+    render_prompt,
+    sample_seed,
+    split_reasoning,
+)
 from pipeline.reader import Bad, Sample, read_samples
 from pipeline.stats import StatsBuilder
 from pipeline.storage import open_url, url_to_fs
@@ -71,8 +77,12 @@ class RunContext:
 def output_row(
     ctx: RunContext, shard: str, sample: Sample, result: RewriteResult
 ) -> dict[str, Any]:
-    """The row for a rewritten sample, with the rule filters' reasons; scores still null."""
-    answer = extract_answer(result.completion or "", ctx.cfg.rewriter.answer_marker)
+    """The row for a rewritten sample, with the rule filters' reasons; scores still null. A
+    thinking block goes to `reasoning`; the answer is read from what follows it."""
+    prompt = ctx.cfg.rewriter.prompt
+    completion = result.completion or ""
+    reasoning, rest = split_reasoning(completion, prompt.think_start, prompt.think_end)
+    answer = extract_answer(rest, prompt.answer_marker)
     row: dict[str, Any] = {name: None for name in OUTPUT_SCHEMA.names}
     row.update(
         uid=f"{shard}/{sample.key}",
@@ -83,6 +93,7 @@ def output_row(
         instruction=sample.record.instruction,
         original=sample.record.response,
         rewrite_raw=answer,
+        reasoning=reasoning,
         output=answer,
         images=[
             {"bytes": b, "path": n} for b, n in zip(sample.images, sample.image_names, strict=True)
@@ -94,6 +105,29 @@ def output_row(
     )
     row["reject_reasons"] = [str(r) for r in decide_rules(row, ctx.cfg.filters)]
     return row
+
+
+def rewrite_request(
+    ctx: RunContext, uid: str, sample: Sample, seed: int, adapter: str | None = None
+) -> RewriteRequest:
+    """A raw prompt is rendered here; a chat prompt travels as messages and is rendered by the
+    replica with the model's chat template (README, design notes)."""
+    p = ctx.cfg.rewriter.prompt
+    rec = sample.record
+    if p.style == "chat":
+        n = len(sample.images)
+        messages = chat_messages(p.system, p.template, rec.instruction, rec.response, n)
+        return RewriteRequest(uid, "", sample.images, seed, adapter, messages=messages)
+    prompt = render_prompt(
+        p.template,
+        p.system or "",
+        rec.instruction,
+        rec.response,
+        len(sample.images),
+        ctx.image_token,
+        ctx.images_without_markers,
+    )
+    return RewriteRequest(uid, prompt, sample.images, seed, adapter)
 
 
 def finalize_row(row: dict[str, Any], filters: Filters, embed_images: bool) -> dict[str, Any]:
@@ -194,18 +228,9 @@ class _ShardRun:
         requests = []
         for sample in self.batch:
             uid = f"{self.job.shard}/{sample.key}"
-            prompt = render_prompt(
-                cfg.rewriter.template,
-                cfg.rewriter.system,
-                sample.record.instruction,
-                sample.record.response,
-                len(sample.images),
-                self.ctx.image_token,
-                self.ctx.images_without_markers,
-            )
             seed = sample_seed(cfg.seed, uid)
             adapter = cfg.rewriter.adapter_for(sample.source, sample.record.task)
-            requests.append(RewriteRequest(uid, prompt, sample.images, seed, adapter))
+            requests.append(rewrite_request(self.ctx, uid, sample, seed, adapter))
         ref = self._pick(self.rewriters).generate.remote(requests)
         self.pending[ref] = partial(self._on_rewritten, self.batch)
         self.rewriting.add(ref)
@@ -396,7 +421,7 @@ class _ShardRun:
             config_hash=self.ctx.config_hash,
             samples_in=self.samples_in,
             on_step=partial(
-                faults.kill_point, shard=self.job.shard, driver_pid=self.ctx.driver_pid
+                faults.commit_point, shard=self.job.shard, driver_pid=self.ctx.driver_pid
             ),
         )
         t = stats.totals

@@ -124,6 +124,84 @@ class Flamingo(_Strict):
     lora: FlamingoLora | None = None
 
 
+# The prompt keys that used to sit directly under `rewriter` (now under `rewriter.prompt`).
+FLAT_PROMPT_KEYS: tuple[str, ...] = ("system", "template", "answer_marker")
+INLINE_TEMPLATE_MARKS: tuple[str, ...] = ("{%", "{{")
+
+
+class Prompt(_Strict):
+    """How a sample becomes the rewriter's prompt, and how its answer is read back.
+
+    raw: `template` over `{system}`, `{instruction}` and `{raw}` is the whole prompt (the
+    paper's). chat: a system message and a user message holding the images (at the `<image>`
+    markers, else first) and `template` over `{instruction}` and `{raw}`, rendered with the
+    model's own chat template (or `chat_template`) with the generation prompt added."""
+
+    style: Literal["raw", "chat"] = "raw"
+    system: str | None = None  # chat: None sends no system message (the template's default)
+    template: str
+    answer_marker: str = ""  # the answer is the text after its last occurrence; "": all of it
+    # chat: a Jinja chat template overriding the model's, inline or a file path; a path is read
+    # when the config loads and kept inline, so the config hash covers its text.
+    chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. enable_thinking
+    # A reasoning block between these is cut from the answer into the `reasoning` column.
+    think_start: str = "<think>"
+    think_end: str = "</think>"
+
+    @model_validator(mode="after")
+    def _fields(self) -> "Prompt":
+        for name in ("{instruction}", "{raw}"):
+            if name not in self.template:
+                raise ValueError(f"template must contain {name}")
+        if self.style == "raw":
+            if "{system}" in self.template and self.system is None:
+                raise ValueError("system: the template uses {system} but no system is set")
+            if self.chat_template is not None or self.chat_template_kwargs:
+                raise ValueError("chat_template, chat_template_kwargs: only for style: chat")
+        elif "{system}" in self.template:
+            raise ValueError(
+                "template: a chat rewrite instruction has no {system}; the system message is "
+                "its own message (prompt.system)"
+            )
+        if not self.think_start or not self.think_end:
+            raise ValueError("think_start, think_end: must not be empty")
+        return self
+
+    @model_validator(mode="after")
+    def _read_chat_template(self) -> "Prompt":
+        value = self.chat_template
+        if value is None or any(m in value for m in INLINE_TEMPLATE_MARKS):
+            return self
+        path = Path(value).expanduser()
+        try:
+            self.chat_template = path.read_text()
+        except OSError as exc:
+            raise ValueError(
+                f"chat_template: cannot read {value} ({exc.strerror}); an inline template "
+                "contains {% or {{"
+            ) from None
+        return self
+
+
+class ImageSize(_Strict):
+    """Dynamic-resolution models (Qwen-VL and the like): the pixel range an image is resized
+    into, which sets its number of image tokens. Passed to the processor and to vLLM's
+    `mm_processor_kwargs`; None: the processor's own."""
+
+    max_pixels: int | None = Field(default=None, gt=0)
+    min_pixels: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "ImageSize":
+        if self.max_pixels and self.min_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError("min_pixels must not exceed max_pixels")
+        return self
+
+    def processor_kwargs(self) -> dict[str, int]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class Rewriter(_Strict):
     # vllm: continuous batching, the default. transformers: batched `generate`, for models
     # vLLM cannot load and for deterministic runs. flamingo: the paper's Polite Flamingo
@@ -139,9 +217,8 @@ class Rewriter(_Strict):
     dtype: str = "auto"
     max_model_len: int = Field(gt=0)
     max_images: int = Field(default=2, ge=0)
-    system: str
-    template: str
-    answer_marker: str
+    prompt: Prompt
+    image: ImageSize = Field(default_factory=ImageSize)
     decoding: Decoding
     adapters: list[Adapter] = Field(default_factory=list)
     engine: Engine = Field(default_factory=Engine)
@@ -152,11 +229,28 @@ class Rewriter(_Strict):
     # None: no limit. Operational, like resources: not part of the config hash.
     request_timeout_s: float | None = Field(default=None, gt=0.0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_prompt_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            flat = [k for k in FLAT_PROMPT_KEYS if k in data]
+            if flat:
+                moved = ", ".join(f"rewriter.prompt.{k}" for k in flat)
+                raise ValueError(
+                    f"{', '.join(flat)}: prompt settings moved under rewriter.prompt; write "
+                    f"{moved} (rewriter.prompt.style: raw is the paper's template)"
+                )
+        return data
+
     @model_validator(mode="after")
-    def _template_fields(self) -> "Rewriter":
-        for name in ("{instruction}", "{raw}"):
-            if name not in self.template:
-                raise ValueError(f"template must contain {name}")
+    def _flamingo_prompt(self) -> "Rewriter":
+        if self.backend == "flamingo" and self.prompt.style == "chat":
+            raise ValueError(
+                "prompt.style: chat needs a model with a chat template; the flamingo backend "
+                "takes the paper's raw template only (prompt.style: raw)"
+            )
+        if self.backend == "flamingo" and self.image != ImageSize():
+            raise ValueError("image: the flamingo backend's vision encoder has a fixed size")
         return self
 
     @model_validator(mode="after")
@@ -435,15 +529,49 @@ class RunConfig(_Strict):
         A field added after version 1 enters only when set away from its default
         (schemas/hashed_view.py), so upgrading keeps the hashes of existing runs: add
         output-changing fields to the models above, not new keys here."""
-        operational = frozenset({"engine", "transformers", "request_timeout_s"})
+        operational = frozenset({"engine", "transformers", "request_timeout_s", "prompt", "image"})
+        rewriter = hashed_fields(self.rewriter, "rewriter", operational)
         return {
-            "rewriter": hashed_fields(self.rewriter, "rewriter", operational),
+            "rewriter": {**rewriter, **_hashed_prompt(self.rewriter)},
             "model_fingerprints": fingerprints,
             "seed": self.seed,
             "limit_per_shard": self.limit_per_shard,
             "filters": hashed_fields(self.filters, "filters"),
             "embed_images": self.writer.embed_images,
         }
+
+
+def _hashed_prompt(rewriter: Rewriter) -> dict[str, Any]:
+    """The prompt's part of the hashed view. A raw prompt keeps the flat keys of the view before
+    the prompt block existed (`system`, `template`, `answer_marker` under `rewriter`), so
+    existing runs keep their hash; its other fields count only when changed from their
+    defaults, as does `image`. A chat prompt is hashed whole."""
+    prompt = rewriter.prompt
+    view: dict[str, Any] = {}
+    if prompt.style == "chat":
+        view["prompt"] = prompt.model_dump()
+    else:
+        view.update(prompt.model_dump(include=set(FLAT_PROMPT_KEYS)))
+        changed = prompt.model_dump(exclude_defaults=True, exclude=set(FLAT_PROMPT_KEYS))
+        if changed:
+            view["prompt"] = changed
+    if rewriter.image != ImageSize():
+        view["image"] = rewriter.image.model_dump()
+    return view
+
+
+def migrate_flat_prompt(config: dict[str, Any]) -> dict[str, Any]:
+    """A config recorded in run.json before the prompt block existed, with its flat prompt keys
+    moved under `rewriter.prompt` (style raw), so its runs can be resumed, audited and
+    refiltered. A config a user writes is refused with the flat keys (see `Rewriter`)."""
+    rewriter = config.get("rewriter")
+    if not isinstance(rewriter, dict) or "prompt" in rewriter:
+        return config
+    flat = {k: rewriter[k] for k in FLAT_PROMPT_KEYS if k in rewriter}
+    if not flat:
+        return config
+    rest = {k: v for k, v in rewriter.items() if k not in FLAT_PROMPT_KEYS}
+    return {**config, "rewriter": {**rest, "prompt": {"style": "raw", **flat}}}
 
 
 def config_hash(view: dict[str, Any]) -> str:

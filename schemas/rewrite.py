@@ -2,6 +2,7 @@
 serialise through Ray)."""
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -11,6 +12,9 @@ class RewriteRequest:
     images: list[bytes]
     seed: int
     adapter: str | None = None  # a rewriter.adapters name; None: the base model
+    # `prompt.style: chat`: the messages the replica renders with the model's chat template
+    # into `prompt` (pipeline/prompt.py chat_messages); None: `prompt` is already rendered.
+    messages: list[dict[str, Any]] | None = None
 
 
 @dataclass

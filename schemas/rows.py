@@ -8,7 +8,10 @@ import json
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: quarantine rows carry source and task when known
+# 2: quarantine rows carry source and task when known. 3: output rows carry `reasoning`, a
+# thinking model's block cut from the answer (null when absent); readers take version-2 files
+# as having it null.
+SCHEMA_VERSION = "3"
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 PARAGRAPH_TYPE = pa.struct([("text", pa.string()), ("clip_score", pa.float32())])
@@ -26,6 +29,7 @@ _OUTPUT_FIELDS: list[pa.Field] = [
     pa.field("instruction", pa.string()),
     pa.field("original", pa.string()),
     pa.field("rewrite_raw", pa.string()),
+    pa.field("reasoning", pa.string()),
     pa.field("output", pa.string()),
     pa.field("images", pa.list_(IMAGE_TYPE)),
     pa.field("rouge_l", pa.float32()),

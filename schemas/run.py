@@ -3,7 +3,9 @@
 from enum import IntEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from schemas.config import migrate_flat_prompt
 
 RUN_VERSION = "1"
 
@@ -47,6 +49,12 @@ class RunManifest(BaseModel):
     timeline: list[dict[str, Any]] = Field(default_factory=list)
     replicas: list[dict[str, Any]] = Field(default_factory=list)  # where each rewriter runs
     refiltered_from: str | None = None  # `pf1m refilter`: the run whose rows were re-decided
+
+    @field_validator("config")
+    @classmethod
+    def _prompt_block(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Runs recorded before the prompt block keep working (resume, audit, refilter)."""
+        return migrate_flat_prompt(config)
 
 
 class RunLock(BaseModel):

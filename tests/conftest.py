@@ -1,6 +1,7 @@
 """Shared fixtures. The slow ones start one local Ray and one vLLM rewriter replica per test
 session (engine start-up is ~30 s); every slow test reuses them."""
 
+import json
 import os
 from pathlib import Path
 
@@ -59,6 +60,40 @@ def scorers(ray_local, demo_models, demo_shards, tmp_path_factory):
     yield by_name
     for actor in actors:
         ray_local.kill(actor)
+
+
+# The chat-prompt runs (tests/test_chat_pipeline.py): the tiny Qwen2.5-VL-shaped chat model
+# with a rewrite instruction of its own, a small context and a large image size, so one
+# oversized image overflows it. A quarter CPU, to fit beside the session's other actors.
+CHAT_TEMPLATE = "Question: {instruction}\nDraft answer: {raw}\nRewrite the draft politely."
+CHAT_SETTINGS = (
+    "rewriter.prompt.style=chat",
+    f"rewriter.prompt.template={json.dumps(CHAT_TEMPLATE)}",
+    "rewriter.prompt.system=Be polite.",
+    "rewriter.prompt.answer_marker=''",
+    "rewriter.max_model_len=512",
+    "rewriter.image.max_pixels=409600",
+    "resources.cpus_per_replica=0.25",
+)
+
+
+def chat_demo_config(shards: Path, models: dict[str, Path], out: Path, *extra: str) -> RunConfig:
+    chat = [f"rewriter.model={models['chat']}", *CHAT_SETTINGS]
+    return demo_config(shards, models, out, *chat, *extra)
+
+
+@pytest.fixture(scope="session")
+def chat_rewriter(ray_local, demo_models, demo_shards, tmp_path_factory):
+    """One vLLM replica of the tiny chat model for the whole session (the only other engine)."""
+    from pipeline.driver import absolutize, start_rewriters
+
+    out = tmp_path_factory.mktemp("unused")
+    cfg = absolutize(chat_demo_config(demo_shards, demo_models, out))
+    handles = start_rewriters(cfg, "tests-chat")
+    ray_local.get(handles[0].info.remote())
+    yield handles
+    for handle in handles:
+        ray_local.kill(handle)
 
 
 @pytest.fixture(scope="session")

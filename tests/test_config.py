@@ -18,7 +18,8 @@ def test_presets_validate():
     assert (d.length_penalty, d.no_repeat_ngram_size) == (1.0, 3)
     assert paper.rewriter.backend == "flamingo"
     assert paper.rewriter.flamingo.checkpoints[-1].endswith(":polite_flamingo_gen2.pt")  # gen2
-    assert demo.rewriter.template == paper.rewriter.template  # the same prompt
+    assert demo.rewriter.prompt == paper.rewriter.prompt  # the same prompt
+    assert paper.rewriter.prompt.style == "raw"
     assert demo.rewriter.backend == "vllm" and demo.rewriter.decoding.max_tokens == 24
     assert flamingo.rewriter.backend == "flamingo"
     for cfg in (demo, flamingo):  # every preset extends paper-filters.yaml
@@ -50,7 +51,7 @@ def test_set_parses_yaml_values():
     "override,field",
     [
         ("filters.length.min_words=900", "filters.length"),
-        ("rewriter.template=no fields", "rewriter"),
+        ("rewriter.prompt.template=no fields", "rewriter.prompt"),
         ("filters.tasks={caption: [length]}", "filters.tasks"),
         ("filters.tasks.vqa=[poetry]", "filters.tasks.vqa"),
         ("filters.sts=null", "tasks use sts but no such section"),

@@ -19,7 +19,7 @@ SYSTEM = (
 
 @pytest.fixture(scope="module")
 def paper():
-    return load_config(PAPER_CONFIG).rewriter
+    return load_config(PAPER_CONFIG).rewriter.prompt
 
 
 def render(paper, instruction: str, raw: str, n: int, token: str = "<image>") -> str:

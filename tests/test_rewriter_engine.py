@@ -17,7 +17,12 @@ def requests(token: str, n: int = 12) -> list[RewriteRequest]:
     for index in range(n):  # every task type: 0, 1 and 2 images
         key, rec, images, _ = make_sample(index, seed=0)
         prompt = render_prompt(
-            cfg.template, cfg.system, rec["instruction"], rec["response"], len(images), token
+            cfg.prompt.template,
+            cfg.prompt.system,
+            rec["instruction"],
+            rec["response"],
+            len(images),
+            token,
         )
         out.append(RewriteRequest(f"t/{key}", prompt, images, sample_seed(0, f"t/{key}")))
     return out
