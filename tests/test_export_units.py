@@ -263,3 +263,16 @@ def test_reasoning_rides_in_the_pf1m_object_and_version_2_rows_have_none(tmp_pat
     importer = _Importer(fs, root)
     assert importer.row(v3, "sh", 0, "new")["reasoning"] == "I looked."
     assert importer.row(v2, "sh", 0, "new")["reasoning"] is None
+
+
+def test_mix_command_line(tmp_path, capsys):
+    from jobs.cli import main
+
+    args = ["mix", "--to", str(tmp_path / "m"), "--seed", "1"]
+    for name, n in (("pf1m", 200), ("llava", 50), ("text", 30)):
+        args += ["--input", f"{name}={_jsonl(tmp_path / f'{name}.jsonl', n, name)}"]
+    assert main(args) == 0
+    assert "stage1: 100 rows" in capsys.readouterr().out  # 30 + 50 + 10% of 200
+    manifest = json.loads((tmp_path / "m" / "mix.json").read_text())
+    assert manifest["stages"]["stage2"]["rows"] == 200
+    assert main(["mix", "--to", str(tmp_path / "n"), "--input", "nameless"]) == 2
