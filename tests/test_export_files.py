@@ -239,3 +239,28 @@ def test_records_that_cannot_come_back_are_quarantined_by_uid(run_dir, tmp_path)
     assert quarantine[records[-1]["pf1m"]["uid"]]["error_class"] == "InvalidRecord"
     assert quarantine[with_image["pf1m"]["uid"]]["task"] == with_image["pf1m"]["task"]
     assert main(["audit", str(back)]) == ExitCode.OK  # conservation holds with quarantine
+
+
+def test_mix_reads_export_folders_by_id(run_dir, tmp_path):
+    from export.mixing import mix
+    from schemas.export import MixSettings
+
+    dirs = {}
+    for fmt in ("pf1m-json", "llava", "hf"):
+        dirs[fmt] = str(tmp_path / fmt)
+        export_run(str(run_dir), fmt, dirs[fmt], SETTINGS, shard_size=50)
+    settings = MixSettings(
+        tolerance=0.01, stages={"s": {"pf1m-json": 0.5, "llava": 1.0, "hf": 0.25}}
+    )
+    m = mix(dirs, str(tmp_path / "mix"), settings, seed=0)
+    n = kept_count(run_dir)
+    assert {k: v.available for k, v in m.inputs.items()} == {"pf1m-json": n, "llava": n, "hf": n}
+    rows = [json.loads(x) for x in (tmp_path / "mix" / "s.jsonl").read_text().splitlines()]
+    uids = set(rows_of(run_dir))
+    assert all(r["id"] in uids for r in rows)  # pf1m uid, llava id, hf id: the sample's uid
+    taken = {k: v.taken for k, v in m.stages["s"].inputs.items()}
+    assert taken == {"pf1m-json": round(n * 0.5), "llava": n, "hf": round(n * 0.25)}
+    with pytest.raises(ConfigError, match="webdataset"):
+        export_run(str(run_dir), "webdataset", str(tmp_path / "w"), SETTINGS)
+        mix({"pf1m-json": str(tmp_path / "w"), "llava": dirs["llava"], "hf": dirs["hf"]},
+            str(tmp_path / "mix2"), settings, seed=0)  # fmt: skip
