@@ -225,6 +225,7 @@ class Driver:
         pins = pin_models(self.cfg, old.revisions if old else {})
         for note in pins.notes:
             self._say(note)
+        check_rewriter_files(pins.config)  # the files the pinned commits hold
         hashed = self.cfg.hashed_view(pins.fingerprints)
         digest = config_hash(hashed)
         if old is not None and old.config_hash != digest:
@@ -258,7 +259,6 @@ class Driver:
 
     def run(self) -> RunResult:
         try:
-            check_rewriter_files(self.cfg)
             jobs, manifest = self._prepare()
         except (PlanError, ConfigError) as exc:
             self._error(str(exc))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from jobs.cli import main
+from jobs.cli import demo_model_overrides, main
 from tests.conftest import ROOT
 from tests.flamingofiles import REFUSALS, write_refusal
 
@@ -21,9 +21,12 @@ def sets(fields: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", REFUSALS)
-def test_run_refuses_broken_files_before_any_work(kind, demo_shards, tmp_path, capsys):
+def test_run_refuses_broken_files_before_any_work(kind, demo_models, demo_shards, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["run", str(PRESET), "--set", f"input={demo_shards}/*.tar", "--set", f"output={out}"]
+    for item in demo_model_overrides(demo_models["rewriter"].parent):  # scorers that exist
+        if item.startswith("filters."):
+            argv += ["--set", item]
     for item in sets(write_refusal(kind, tmp_path / "files")):
         argv += ["--set", item]
     assert main(argv) == 2

@@ -176,6 +176,36 @@ def test_open_clip_tag_pins_the_repository_it_downloads_from(
     assert pins.config.filters.clip_paragraph.pretrained == f"openai@{commit}"
 
 
+def test_flamingo_checkpoint_repo_file_is_pinned(hub, demo_models, demo_shards, tmp_path):
+    """A checkpoint given as `repo:file` loads from the recorded commit after `main` moved."""
+    from models.flamingo.files import resolve_file
+    from models.hub import fetch_file
+
+    repo = "pf1m-test/flamingo-checkpoint"
+    v1, v2 = fake_commit(repo, "v1"), fake_commit(repo, "v2")
+    for commit, data in ((v1, b"first upload"), (v2, b"second upload")):
+        folder = tmp_path / commit
+        folder.mkdir()
+        (folder / "checkpoint.pt").write_bytes(data)
+    add_snapshot(hub, repo, tmp_path / v1, v1)
+    cfg = cfg_with(
+        demo_shards,
+        demo_models,
+        tmp_path / "out",
+        "rewriter.backend=flamingo",
+        f'rewriter.flamingo.checkpoints=["{repo}:checkpoint.pt"]',
+        "rewriter.flamingo.vision_pretrained=null",
+    )
+    pins = pin_models(cfg)
+    assert pins.fingerprints["flamingo:checkpoint:0"] == f"hub:{repo}@{v1}:checkpoint.pt"
+    pinned = pins.config.rewriter.flamingo.checkpoints[0]
+    assert pinned == f"{repo}@{v1}:checkpoint.pt"
+    add_snapshot(hub, repo, tmp_path / v2, v2)
+    assert resolve_file(pinned, "checkpoint").read_bytes() == b"first upload"
+    assert fetch_file(pinned).read_bytes() == b"first upload"
+    assert pin_models(cfg, pins.revisions).config == pins.config
+
+
 def test_vllm_and_transformers_get_the_revision(hub, demo_models, demo_shards, tmp_path):
     from actors.vllm_rewriter import vllm_engine_kwargs
 

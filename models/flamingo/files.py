@@ -2,7 +2,9 @@
 
 - A reference is a local path, or a hub `repo:file` (a file in a hub repository), or for
   folders a hub repo id; hub references go through `huggingface_hub` (`hf_hub_download`,
-  `snapshot_download`) at the revision `revision_map` pins (else the default branch).
+  `snapshot_download`) at the revision they name (`repo@REV:file`, `repo@REV`: the run pins
+  every one to a commit, pipeline/revisions.py), else the one `revision_map` gives, else the
+  default branch. schemas/modelref.py parses them.
 - `.pt`/`.bin` files are read only with `torch.load(weights_only=True)` (memory-mapped), so a
   file holding a pickled object is refused instead of executed; `.safetensors` too.
 - Listing a file reads key names, shapes and dtypes only (memory-mapped, no weight in memory).
@@ -18,8 +20,8 @@ from pathlib import Path
 import torch
 
 from models.flamingo.errors import FlamingoLoadError
+from schemas.modelref import HubRef, parse_hub, split_revision
 
-HUB_FILE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+):(?P<file>[^:]+)$")
 HUB_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
 # a state dict saved inside a training checkpoint (the first of these keys that holds a dict)
 NESTED = ("state_dict", "model_state_dict", "model")
@@ -33,6 +35,14 @@ class TensorInfo:
     dtype: str
 
 
+def hub_file(ref: str) -> HubRef | None:
+    """`ref` as a hub file reference (`repo[@REV]:file`), or None when it names none."""
+    hub = parse_hub(ref, with_file=True)
+    if hub is None or not hub.filename or ":" in hub.filename or not HUB_REPO.match(hub.repo):
+        return None
+    return hub
+
+
 def _revision(ref: str, repo: str, revision_map: dict | None) -> str | None:
     revision_map = revision_map or {}
     return revision_map.get(ref) or revision_map.get(repo)
@@ -43,16 +53,15 @@ def resolve_file(ref: str, what: str, revision_map: dict | None = None) -> Path:
     local = Path(ref).expanduser()
     if local.is_file():
         return local.resolve()
-    match = HUB_FILE.match(ref)
-    if match is None:
+    hub = hub_file(ref)
+    if hub is None:
         raise FlamingoLoadError(f"{what}: {ref} is neither a local file nor a hub `repo:file`")
     from huggingface_hub import hf_hub_download
 
-    repo, name = match["repo"], match["file"]
+    repo, name = hub.repo, hub.filename
+    revision = hub.revision or _revision(ref, repo, revision_map)
     try:
-        return Path(
-            hf_hub_download(repo, name, revision=_revision(ref, repo, revision_map))
-        ).resolve()
+        return Path(hf_hub_download(repo, name, revision=revision)).resolve()
     except Exception as exc:  # offline, missing repo or file: say which, in one line
         raise FlamingoLoadError(
             f"{what}: cannot fetch {name} from hub repo {repo}: {exc}"
@@ -64,15 +73,16 @@ def resolve_folder(ref: str, what: str, revision_map: dict | None = None) -> Pat
     local = Path(ref.removeprefix("local-dir:")).expanduser()
     if local.is_dir():
         return local.resolve()
-    if not HUB_REPO.match(ref):
+    repo, pinned = split_revision(ref)
+    if not HUB_REPO.match(repo):
         raise FlamingoLoadError(f"{what}: {ref} is neither a local folder nor a hub repo id")
     from huggingface_hub import snapshot_download
 
     try:
         return Path(
             snapshot_download(
-                ref,
-                revision=_revision(ref, ref, revision_map),
+                repo,
+                revision=pinned or _revision(ref, repo, revision_map),
                 allow_patterns=FOLDER_PATTERNS,
             )
         ).resolve()
@@ -87,8 +97,10 @@ def fetch_optional(ref: str, name: str, revision_map: dict | None = None) -> Pat
         return local / name if (local / name).is_file() else None
     from huggingface_hub import hf_hub_download
 
+    repo, pinned = split_revision(ref)
     try:
-        return Path(hf_hub_download(ref, name, revision=_revision(ref, ref, revision_map)))
+        revision = pinned or _revision(ref, repo, revision_map)
+        return Path(hf_hub_download(repo, name, revision=revision))
     except Exception:
         return None
 

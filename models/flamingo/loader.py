@@ -25,8 +25,8 @@ import torch
 from models.flamingo.accounting import FLAMINGO, LLAMA, LM_HEAD, VISION, Plan, Source, plan
 from models.flamingo.errors import FlamingoLoadError
 from models.flamingo.files import (
-    HUB_FILE,
     fetch_optional,
+    hub_file,
     list_tensors,
     read_tensors,
     resolve_file,
@@ -37,6 +37,7 @@ from models.flamingo.lora import PROJECTIONS, LoraSpec
 from models.flamingo.model import DEFAULT_LATENTS, FlamingoModel, FlamingoSpec, build
 from models.flamingo.tokenizer import TOKENIZER_FILE, PromptTokenizer
 from models.flamingo.vision import VisionSpec
+from schemas.modelref import split_revision
 
 if TYPE_CHECKING:  # pydantic is not needed to run the model (e.g. a bare GPU machine)
     from schemas.config import Flamingo, FlamingoLora
@@ -94,7 +95,7 @@ def _vision(cfg: Flamingo, revision_map: dict | None) -> tuple[VisionSpec, Path 
             )
     quick_gelu, weights = False, None
     pre = cfg.vision_pretrained
-    if pre and (Path(pre).expanduser().is_file() or HUB_FILE.match(pre)):
+    if pre and (Path(pre).expanduser().is_file() or hub_file(pre)):
         weights = resolve_file(pre, "vision_pretrained", revision_map)
     elif pre:
         weights, quick_gelu = _open_clip_tag(name, pre, revision_map)
@@ -111,6 +112,7 @@ def _open_clip_tag(name: str, tag: str, revision_map: dict | None) -> tuple[Path
     where), and whether the weights imply QuickGELU (the OpenAI ones do)."""
     import open_clip
 
+    tag, pinned = split_revision(tag)  # `openai@COMMIT`: the run pinned the tag's hub repo
     pcfg = open_clip.get_pretrained_cfg(name, tag)
     if not pcfg:
         raise FlamingoLoadError(
@@ -127,7 +129,8 @@ def _open_clip_tag(name: str, tag: str, revision_map: dict | None) -> tuple[Path
     last = None
     for fname in names:
         try:
-            return resolve_file(f"{repo}:{fname}", "vision_pretrained", revision_map), bool(
+            ref = f"{repo}@{pinned}:{fname}" if pinned else f"{repo}:{fname}"
+            return resolve_file(ref, "vision_pretrained", revision_map), bool(
                 pcfg.get("quick_gelu", False)
             )
         except FlamingoLoadError as exc:
