@@ -267,10 +267,10 @@ def _run_config(manifest: ExportManifest | None, settings: ExportConfig, src: st
     """(config dict, hashed view, config hash): the source run's for this project's exports (so
     the imported run is the same run to audit and refilter), else the import preset's."""
     if manifest is not None:
-        run = manifest.run
-        config = {**run["config"], "input": src, "output": dest}
+        run = RunManifest.model_validate(manifest.run)  # as run.json is read: older layouts too
+        config = {**run.config, "input": src, "output": dest}
         validate_config(config, f"{src}: {EXPORT_MANIFEST}")
-        return config, run["hashed"], run["config_hash"]
+        return config, run.hashed, run.config_hash
     overrides = [*settings.import_.overrides, f"input={src}", f"output={dest}"]
     cfg = load_config(CONFIGS / settings.import_.preset, overrides)
     hashed = cfg.hashed_view({name: "imported:unknown" for name in cfg.models()})
