@@ -34,6 +34,11 @@ def resolve_image_token(model: str, trust_remote_code: bool, override: str | Non
 
     name, pin = pretrained(model)
     processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code, **pin)
+    return image_token_of(processor, model)
+
+
+def image_token_of(processor, model: str) -> str:
+    """The image token a loaded processor (or its tokenizer) names."""
     for owner in (processor, getattr(processor, "tokenizer", None)):
         token = getattr(owner, "image_token", None)
         if isinstance(token, str) and token:

@@ -133,6 +133,14 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prompt(args: argparse.Namespace) -> int:
+    from pipeline.prompt_view import find_sample, view_prompt
+
+    cfg = load_config(args.config, args.overrides)
+    print(view_prompt(cfg, find_sample(cfg, args.sample)).format(cfg.rewriter.max_model_len))
+    return 0
+
+
 def cmd_demo_models(args: argparse.Namespace) -> int:
     from demo.models import build_all
 
@@ -439,6 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser(
+        "prompt",
+        formatter_class=fmt,
+        help="print the exact prompt and image placement for one sample (processor only)",
+        epilog="example:\n  pf1m prompt configs/zero-shot-qwen2.5-vl.yaml "
+        "--sample /data/shards/00000.tar:sample000003\n"
+        "  (SHARD is a tar path or URL, or the name of an input shard of the config)",
+    )
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--sample", required=True, metavar="SHARD:KEY")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_prompt)
 
     p = sub.add_parser(
         "demo-models",

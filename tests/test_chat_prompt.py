@@ -301,3 +301,27 @@ def test_audit_and_refilter_read_a_version_2_run(tmp_path, capsys):
     after = [x for t in tables for r in t.to_pylist() for x in r["reject_reasons"]]
     assert before.count("length:too_long") == 1 and "length:too_long" not in after
     capsys.readouterr()
+
+
+def test_pf1m_prompt_prints_the_rendered_prompt_and_the_images(demo_models, demo_shards, capsys):
+    """`pf1m prompt CONFIG --sample SHARD:KEY`: the prompt the replica sends, verbatim between
+    markers, then each image with its size and image-token count. Processor only."""
+    from jobs.cli import main as pf1m
+    from pipeline.reader import read_samples
+
+    with open(demo_shards / "00001.tar", "rb") as f:
+        sample = next(s for s in read_samples(f) if len(s.images) == 1)
+    sets = ["--set", f"rewriter.model={demo_models['chat']}", "--set", f"input={demo_shards}/*.tar"]
+    assert pf1m(["prompt", str(ZERO_SHOT), *sets, "--sample", f"00001:{sample.key}"]) == 0
+    out = capsys.readouterr().out
+    cfg = load_config(ZERO_SHOT, [f"rewriter.model={demo_models['chat']}"])
+    p, r = cfg.rewriter.prompt, sample.record
+    expected = ChatRenderer.load(cfg.rewriter).render(
+        chat_messages(p.system, p.template, r.instruction, r.response, 1)
+    )
+    assert f">>>\n{expected}\n<<<\n" in out
+    assert f"== images (1) ==\n1. {sample.image_names[0]} (96x96, 9 image tokens)\n" in out
+    assert "== prompt tokens: " in out
+    missing = ["prompt", str(ZERO_SHOT), *sets, "--sample", "00001:no-such-key"]
+    assert pf1m(missing) == 2
+    assert "no sample 'no-such-key'" in capsys.readouterr().err
