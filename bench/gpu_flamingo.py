@@ -33,6 +33,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+ACTIVITIES = {
+    "cuda": [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
+    "cpu": [torch.profiler.ProfilerActivity.CPU],
+}
 LLAMA_7B = {
     "model_type": "llama",
     "hidden_size": 4096,
@@ -153,6 +157,59 @@ def profile(runner, batch: int, decoding: dict, out_dir: Path) -> None:
     print(by_cpu, file=sys.stderr)
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def breakdown(runner, rows: int, steps: int = 20) -> dict:
+    """One cached decoding step of the model alone (no sampling, processors or cache
+    reordering), `rows` sequences of ~200 tokens: ms per step, and CUDA kernel launches per
+    step (each one is CPU time: a step whose GPU work is shorter than its launches is
+    CPU-bound)."""
+    from torch.profiler import profile as torch_profile
+
+    from models.flamingo.model import mask_positions
+
+    spec, lm = runner.model.spec, runner.model.lang_encoder
+    ids = torch.tensor([r[:190] for r in prompts(rows, 0, spec.media_token_id, spec.eoc_token_id)])
+    dev = runner.device
+    ids, mask = ids.to(dev), torch.ones_like(ids).to(dev)
+    size = spec.vision.image_size
+    vision_x = torch.randn(rows, 1, 1, 3, size, size, device=dev, dtype=runner.dtype)
+
+    def step(cache, n):
+        m = torch.ones(rows, ids.shape[1] + n + 1, dtype=torch.long, device=dev)
+        pos = torch.full((rows, 1), ids.shape[1] + n, device=dev)
+        nxt = torch.full((rows, 1), 7, device=dev)
+        return lm(input_ids=nxt, attention_mask=m, position_ids=pos, past_key_values=cache,
+                  media=media, use_cache=True, logits_to_keep=1)  # fmt: skip
+
+    with torch.inference_mode():
+        media = runner.model.encode_vision(vision_x)
+        cache = lm(input_ids=ids, attention_mask=mask, position_ids=mask_positions(mask),
+                   media=media, use_cache=True).past_key_values  # fmt: skip
+        step(cache, 0)
+        sync(dev)
+        start = time.perf_counter()
+        for n in range(1, steps + 1):
+            step(cache, n)
+        sync(dev)
+        ms = 1000 * (time.perf_counter() - start) / steps
+        with torch_profile(activities=ACTIVITIES[dev.type]) as prof:
+            step(cache, steps + 1)
+            sync(dev)
+    events = prof.key_averages()
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernelEx"))
+    launch_us = sum(
+        e.self_cpu_time_total for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernelEx")
+    )
+    gpu_ms = sum(e.self_device_time_total for e in events) / 1000
+    note(f"forward step, {rows} rows: {ms:.1f} ms wall, {gpu_ms:.1f} ms GPU kernels, "
+         f"{launches} launches taking {launch_us / 1000:.1f} ms CPU")  # fmt: skip
+    return {"ms": ms, "gpu_ms": gpu_ms, "launches": launches, "launch_ms": launch_us / 1000}
+
+
 def result(metric: str, value: float | None, unit: str, device: str) -> dict:
     """One JSON line of the project's format, with the device's name."""
     value = None if value is None else round(value, 3)
@@ -170,6 +227,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny dimensions on the CPU (a check)")
+    parser.add_argument(
+        "--breakdown", default="", help="rows (e.g. 1,192) to time one decoding step of alone"
+    )
     args = parser.parse_args()
     from models.flamingo.runner import FlamingoRunner
 
@@ -215,6 +275,17 @@ def main() -> None:
                 lines.append(line)
                 print(json.dumps(line), flush=True)
             results.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for rows in [int(r) for r in args.breakdown.split(",") if r]:
+        b = breakdown(runner, rows)
+        for metric, value, unit in (
+            ("forward_step_ms", b["ms"], "ms"),
+            ("forward_step_gpu_kernel_ms", b["gpu_ms"], "ms"),
+            ("forward_step_kernel_launches", b["launches"], "launches"),
+            ("forward_step_launch_cpu_ms", b["launch_ms"], "ms"),
+        ):
+            lines.append(result(f"{metric}_{rows}_rows_190_tokens", value, unit, device_name))
+            print(json.dumps(lines[-1]), flush=True)
+        results.write_text("".join(json.dumps(x) + "\n" for x in lines))
     if not args.no_profile:
         profile(runner, largest, DECODINGS["beam3_sampling_topk20_topp0.9_nrng3"], out_dir)
 
