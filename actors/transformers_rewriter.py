@@ -83,6 +83,19 @@ class TransformersRewriter(Replica):
             by_uid.update((res.uid, res) for res in results)
         return [by_uid[r.uid] for r in reqs]
 
+    def _without_too_long(self, reqs: list[RewriteRequest], lengths: list[int]) -> list:
+        """Requests whose prompt (images expanded) leaves no room for `decoding.max_tokens` in
+        `max_model_len` fail alone, with the reason, like vLLM's refusal; the rest generate."""
+        d, limit = self.cfg.decoding, self.cfg.max_model_len
+        fits = [r for r, n in zip(reqs, lengths, strict=True) if n + d.max_tokens <= limit]
+        done = {res.uid: res for res in (self._generate(fits) if fits else [])}
+        for r, n in zip(reqs, lengths, strict=True):
+            if r.uid not in done:
+                text = (f"prompt of {n} tokens (images included) + decoding.max_tokens "
+                        f"{d.max_tokens} exceed rewriter.max_model_len {limit}")  # fmt: skip
+                done[r.uid] = RewriteResult(r.uid, None, None, n, None, "PromptTooLong", text)
+        return [done[r.uid] for r in reqs]
+
     def _generate(self, reqs: list[RewriteRequest]) -> list[RewriteResult]:
         import torch
 
@@ -91,6 +104,9 @@ class TransformersRewriter(Replica):
         inputs = self.processor(
             images=images or None, text=[r.prompt for r in reqs], padding=True, return_tensors="pt"
         ).to(self.device)
+        lengths = [int(n) for n in inputs["attention_mask"].sum(dim=1)]
+        if max(lengths) + d.max_tokens > self.cfg.max_model_len:
+            return self._without_too_long(reqs, lengths)
         torch.manual_seed(reqs[0].seed)  # in deterministic mode: the sample's own seed
         sampling = d.temperature > 0
         extra = {"stop_strings": d.stop, "tokenizer": self.tokenizer} if d.stop else {}

@@ -144,3 +144,25 @@ def test_an_unclosed_thinking_block_is_rejected_and_enable_thinking_turns_it_off
     assert on_row["output_tokens"] == on.output_tokens == 24  # the reasoning's tokens count
     # Thinking off: the template closed an empty block, the completion starts outside it.
     assert not off.completion.startswith("<think>")
+
+
+def test_the_transformers_backend_refuses_an_image_too_large_for_the_context(
+    demo_models, demo_shards, tmp_path
+):
+    """The same rule on the transformers backend (in-process): the oversized request fails
+    alone with its token count, its batch-mate is generated."""
+    from actors.transformers_rewriter import TransformersRewriter
+
+    cfg = chat_demo_config(demo_shards, demo_models, tmp_path)
+    replica = TransformersRewriter(cfg.rewriter, 0, cpu_threads=1)
+    p = cfg.rewriter.prompt
+    messages = chat_messages(p.system, p.template, "<image>\nWhat colour?", "purple", 1)
+    reqs = [
+        RewriteRequest("s/big", "", [png(size=(640, 640))], 1, messages=messages),
+        RewriteRequest("s/ok", "", [png(size=(96, 96))], 2, messages=messages),
+    ]
+    big, ok = asyncio.run(replica.generate(reqs))
+    replica.shutdown()
+    assert big.error_class == "PromptTooLong" and big.prompt_tokens > 512
+    assert "exceed rewriter.max_model_len 512" in big.error_text
+    assert ok.error_class is None and ok.output_tokens > 0
