@@ -276,3 +276,12 @@ def test_mix_command_line(tmp_path, capsys):
     manifest = json.loads((tmp_path / "m" / "mix.json").read_text())
     assert manifest["stages"]["stage2"]["rows"] == 200
     assert main(["mix", "--to", str(tmp_path / "n"), "--input", "nameless"]) == 2
+
+
+@pytest.mark.parametrize("command", ["export", "import-pf1m", "mix"])
+def test_help_prints_with_an_example(command, capsys):
+    from jobs.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0 and "example" in capsys.readouterr().out
