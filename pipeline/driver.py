@@ -72,8 +72,13 @@ def absolutize(cfg: RunConfig) -> RunConfig:
         data["filters"][name]["model"] = fix_model(getattr(cfg.filters, name).model)
     return RunConfig.model_validate(data)
 
+    if cfg.rewriter.tokenizer is not None:
+        data["rewriter"]["tokenizer"] = fix_model(cfg.rewriter.tokenizer)
 
 # Errors a replica raises when its model files or its GPU cannot hold the configured model:
+    clip = data["filters"].get("clip_paragraph")
+    if clip is not None and clip["pretrained"] is not None:  # a weights file, or an open_clip tag
+        clip["pretrained"] = fix_model(clip["pretrained"])
 # the config must change, so the run exits 2 like a config refused before any work.
 LOAD_REFUSALS = ("FlamingoLoadError", "BatchDoesNotFit")
 
