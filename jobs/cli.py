@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
                    help="dtype of the written weights (the LoRA is merged in float32)")  # fmt: skip
-    p.add_argument("--device", default="cpu", help="where to merge, e.g. cuda (fp32 7B: ~36 GB)")
+    p.add_argument("--device", default="cpu", help="where to merge, e.g. cuda (float32 9B: ~40 GB)")
     p.set_defaults(func=cmd_flamingo_merge)
     return parser
 

@@ -126,3 +126,37 @@ def test_missing_files_and_bad_references_are_named(tmp_path):
     fields["flamingo"]["vision"] = "No-Such-ViT"
     with pytest.raises(FlamingoLoadError, match="No-Such-ViT is neither an open_clip model name"):
         check(fields)
+
+
+def test_hub_ids_and_repo_files_resolve_through_huggingface_hub(tmp_path, monkeypatch):
+    """rewriter.model as a hub id and checkpoints as `repo:file`, read from an offline hub
+    cache in huggingface_hub's own layout: the same plan as the local files."""
+    from huggingface_hub import constants
+
+    from tests.hubcache import add_snapshot, fake_commit
+
+    cache = tmp_path / "hub"
+    for name, value in (("HF_HUB_OFFLINE", True), ("HF_HUB_CACHE", str(cache))):
+        monkeypatch.setenv(name, "1" if value is True else value)
+        monkeypatch.setattr(constants, name, value)
+    add_snapshot(cache, "pf1m-test/llama-tiny", FIXTURE / "llama", fake_commit("llama"))
+    add_snapshot(cache, "pf1m-test/flamingo-tiny", FIXTURE, fake_commit("flamingo"))
+    fields = rewriter_fields()
+    fields["model"] = "pf1m-test/llama-tiny"
+    fields["flamingo"]["checkpoints"] = [
+        f"pf1m-test/flamingo-tiny:{f}" for f in (OF_FILE, POLITE_FILE)
+    ]
+    fields["flamingo"]["vision_pretrained"] = (
+        "pf1m-test/flamingo-tiny:clip/open_clip_pytorch_model.bin"
+    )
+    table = check(fields)
+    hub = "pf1m-test/flamingo-tiny:"
+    assert table_row(table, "LoRA")[:5] == ["LoRA", "112", "0", "0", hub + POLITE_FILE]
+    assert table_row(table, "perceiver")[:5] == ["perceiver", "25", "0", "0", hub + OF_FILE]
+    assert table_row(table, "decoder")[:4] == ["decoder", "73", "0", "0"]
+    assert table_row(table, "decoder")[4].endswith("/pytorch_model.bin")  # from the snapshot
+    fields["flamingo"]["checkpoints"] = ["pf1m-test/flamingo-tiny:missing.pt"]
+    with pytest.raises(
+        FlamingoLoadError, match="cannot fetch missing.pt from hub repo pf1m-test/flamingo-tiny"
+    ):
+        check(fields)

@@ -160,14 +160,14 @@ class Plan:
         return {LM_HEAD: full - filled} if filled == self.vocab else {}
 
     def missing(self) -> list[str]:
-        out = []
-        for name, shape in self.params.items():
-            filled = self.rows_filled(name)
-            if name in self.initialised():
-                continue
-            if name not in self.history or (shape and filled < shape[0]):
-                out.append(name)
-        return out
+        """Parameters (or rows of them) that no file fills and no rule completes."""
+        by_rule = self.initialised()
+        return [
+            name
+            for name, shape in self.params.items()
+            if name not in by_rule
+            and (name not in self.history or (shape and self.rows_filled(name) < shape[0]))
+        ]
 
     def check(self) -> list[str]:
         """Every reason this plan cannot make the model, in plain words."""
@@ -201,8 +201,9 @@ class Plan:
 
     def table(self, rule: str) -> str:
         """The load report: per group, tensors loaded / missing / unexpected, and the files."""
-        missing = Counter(group_of(n) for n in self.missing())
-        loaded = Counter(group_of(n) for n in self.history if n not in self.missing())
+        absent = set(self.missing())
+        missing = Counter(group_of(n) for n in absent)
+        loaded = Counter(group_of(n) for n in self.history if n not in absent)
         unexpected = Counter(
             group_of(canonical(kind, k)[0] or k)
             for label, keys in self.unexpected.items()

@@ -26,7 +26,11 @@ HUB_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
 # a state dict saved inside a training checkpoint (the first of these keys that holds a dict)
 NESTED = ("state_dict", "model_state_dict", "model")
 LLAMA_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-FOLDER_PATTERNS = ["*.json", "*.model", "*.safetensors", "*.bin"]
+FOLDER_META = ["*.json", "*.model"]  # configs, indexes and the sentencepiece model
+SHARDED = (
+    ("model.safetensors.index.json", "*.safetensors"),
+    ("pytorch_model.bin.index.json", "*.bin"),
+)
 
 
 @dataclass(frozen=True)
@@ -69,25 +73,32 @@ def resolve_file(ref: str, what: str, revision_map: dict | None = None) -> Path:
 
 
 def resolve_folder(ref: str, what: str, revision_map: dict | None = None) -> Path:
-    """A local folder, or a hub repo id fetched (configs, tokenizer and weights only)."""
+    """A local folder, or a hub repo id fetched: configs and tokenizer, then one set of weights
+    (safetensors when the repo has them: many LLaMA repos hold both formats)."""
     local = Path(ref.removeprefix("local-dir:")).expanduser()
     if local.is_dir():
         return local.resolve()
     repo, pinned = split_revision(ref)
     if not HUB_REPO.match(repo):
         raise FlamingoLoadError(f"{what}: {ref} is neither a local folder nor a hub repo id")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import hf_hub_download, snapshot_download
 
+    revision = pinned or _revision(ref, repo, revision_map)
     try:
-        return Path(
-            snapshot_download(
-                repo,
-                revision=pinned or _revision(ref, repo, revision_map),
-                allow_patterns=FOLDER_PATTERNS,
-            )
-        ).resolve()
+        root = Path(snapshot_download(repo, revision=revision, allow_patterns=FOLDER_META))
+        for index, pattern in SHARDED:
+            if (root / index).is_file():
+                snapshot_download(repo, revision=revision, allow_patterns=[*FOLDER_META, pattern])
+                return root.resolve()
     except Exception as exc:
         raise FlamingoLoadError(f"{what}: cannot fetch hub repo {ref}: {exc}") from None
+    for name in LLAMA_WEIGHTS:  # one unsharded file: the first format the repo has
+        try:
+            hf_hub_download(repo, name, revision=revision)
+            break
+        except Exception:
+            continue
+    return root.resolve()  # `weight_files` names what is missing
 
 
 def fetch_optional(ref: str, name: str, revision_map: dict | None = None) -> Path | None:

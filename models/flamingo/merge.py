@@ -58,7 +58,8 @@ def merge(
     if parts.merged:
         raise FlamingoLoadError(f"{model} is a merged folder already")
     merged = merge_lora(net.lang_encoder)
-    state = {k: v.to(dtype).contiguous() for k, v in net.state_dict().items()}
+    net.to(dtype)  # tensor by tensor: the float32 copy is freed as it goes
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
     out.mkdir(parents=True, exist_ok=True)
     save_torch_state_dict(state, out, max_shard_size=MAX_SHARD, metadata={"format": "pt"})
     spec = replace(parts.spec, lora=None)
