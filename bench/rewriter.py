@@ -6,8 +6,12 @@
 (b) end-to-end pipeline samples/s (rule filters only) / rewriter-alone samples/s, same inputs,
     same warm replica, same run; target >= 0.8.
 (c) the rewriter's busy fraction during (b); target >= 0.9 (baseline 1.0).
+(d) (b) with chat prompts (`rewriter.prompt.style: chat`) on the tiny Qwen2.5-VL-shaped chat
+    model: the replica renders each sample's messages with the chat template on both sides;
+    target >= 0.8.
 
-Run: `make bench` or `python -m bench.rewriter [--samples N --shards K --hf-samples M]`.
+Run: `make bench` or `python -m bench.rewriter [--samples N --shards K --hf-samples M]`;
+`--chat-only` measures (d) alone.
 """
 
 import argparse
@@ -19,13 +23,21 @@ import ray
 
 from bench.common import demo_inputs, emit, note
 from pipeline.driver import Driver, absolutize, start_rewriters
-from pipeline.prompt import render_prompt, sample_seed
+from pipeline.prompt import chat_messages, render_prompt, sample_seed
 from pipeline.reader import Sample, read_samples
 from schemas.config import RunConfig, load_config
 from schemas.rewrite import RewriteRequest
 from schemas.sample import TASKS
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+# (d): a rewrite instruction of the zero-shot preset's shape on the tiny chat model.
+CHAT_PROMPT = [
+    "rewriter.prompt.style=chat",
+    'rewriter.prompt.template="Instruction: {instruction}\\n\\nDraft answer: {raw}\\n\\n'
+    'Rewrite the draft politely."',
+    "rewriter.prompt.system=You rewrite draft answers about images.",
+    "rewriter.prompt.answer_marker=''",
+]
 
 
 def load_requests(cfg: RunConfig, shards: Path, token: str) -> list[tuple[RewriteRequest, Sample]]:
@@ -45,6 +57,55 @@ def load_requests(cfg: RunConfig, shards: Path, token: str) -> list[tuple[Rewrit
                 )
                 out.append((RewriteRequest(uid, prompt, s.images, sample_seed(cfg.seed, uid)), s))
     return out
+
+
+def chat_requests(cfg: RunConfig, shards: Path) -> list[RewriteRequest]:
+    """As the shard tasks send them: messages, rendered by the replica."""
+    p = cfg.rewriter.prompt
+    out = []
+    for tar in sorted(shards.glob("*.tar")):
+        with open(tar, "rb") as f:
+            for s in read_samples(f, max_images=cfg.rewriter.max_images):
+                uid = f"{tar.stem}/{s.key}"
+                r = s.record
+                messages = chat_messages(p.system, p.template, r.instruction, r.response,
+                                         len(s.images))  # fmt: skip
+                seed = sample_seed(cfg.seed, uid)
+                out.append(RewriteRequest(uid, "", s.images, seed, messages=messages))
+    return out
+
+
+def chat_line(work: Path, shards: Path, chat_model: Path, base: list[str], repeats: int) -> None:
+    """(d): the same comparison as (b) with chat prompts on the tiny chat model."""
+    sets = [*base, f"rewriter.model={chat_model}", *CHAT_PROMPT]
+    cfg = absolutize(load_config(CONFIG, [*sets, f"output={work / 'chat-unused'}"]))
+    batch = cfg.resources.batch_size
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    actors = start_rewriters(cfg, "bench-chat")
+    requests = chat_requests(cfg, shards)
+    rewriter_alone(actors, requests[: batch * 4], batch)  # warm-up
+    alone, runs = [], []
+    for rep in range(repeats):
+        alone.append(rewriter_alone(actors, requests, batch)[0])
+        run_cfg = load_config(CONFIG, [*sets, f"output={work / f'chat-run{rep}'}"])
+        runs.append(Driver(run_cfg, quiet=True, rewriters=actors).run().summary)
+        s = runs[-1]
+        note(
+            f"chat rep {rep}: rewriter alone {alone[-1]:.1f} samples/s; pipeline "
+            f"{s['samples_per_s']} samples/s, busy {s['rewriter_busy_fraction']}"
+        )
+    best = max(runs, key=lambda r: r["samples_per_s"])
+    for actor in actors:
+        ray.kill(actor)
+    ray.shutdown()
+    emit(
+        "rewriter",
+        "chat_pipeline_vs_rewriter_alone_samples_per_s",
+        best["samples_per_s"],
+        "samples/s",
+        max(alone),
+        0.8,
+    )
 
 
 def rewriter_alone(actors: list, requests: list[RewriteRequest], batch: int) -> tuple[float, int]:
@@ -102,6 +163,7 @@ def main() -> None:
     parser.add_argument("--hf-samples", type=int, default=70)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--chat-only", action="store_true", help="measure (d) only")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pf1m-bench-"))
@@ -110,6 +172,9 @@ def main() -> None:
     rules_only = [f"filters.tasks.{task}=[length, change]" for task in TASKS]
     base = [f"input={shards}/*.tar", f"rewriter.model={models['rewriter']}", *rules_only]
     base += args.overrides
+    if args.chat_only:
+        chat_line(work, shards, models["chat"], base, args.repeats)
+        return
     cfg = absolutize(load_config(CONFIG, [*base, f"output={work / 'unused'}"]))
     batch, threads = cfg.resources.batch_size, cfg.resources.torch_threads or 1
 
@@ -164,6 +229,8 @@ def main() -> None:
         1.0,
         0.9,
     )
+
+    chat_line(work, shards, models["chat"], base, args.repeats)
 
 
 if __name__ == "__main__":
