@@ -35,6 +35,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="read at most N samples per shard (sets limit_per_shard; part of the config hash)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -42,12 +43,17 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return list(args.overrides) + extra
 
 
-def execute(cfg: RunConfig, max_shards: int | None, quiet: bool, demo: bool = False) -> int:
+VERBOSE_HELP = "show Ray worker and engine logs live (default: in OUT/logs/)"
+
+
+def execute(
+    cfg: RunConfig, max_shards: int | None, quiet: bool, demo: bool = False, verbose: bool = False
+) -> int:
     """Run a validated config and print the summary; returns the exit code."""
     from pipeline.driver import Driver
     from pipeline.summary import DEMO_NOTE, format_summary
 
-    result = Driver(cfg, max_shards=max_shards, quiet=quiet).run()
+    result = Driver(cfg, max_shards=max_shards, quiet=quiet, verbose=verbose).run()
     if result.summary:
         print(format_summary(result.summary, int(result.exit_code)))
     if demo:
@@ -57,7 +63,7 @@ def execute(cfg: RunConfig, max_shards: int | None, quiet: bool, demo: bool = Fa
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args))
-    return execute(cfg, args.max_shards, args.quiet)
+    return execute(cfg, args.max_shards, args.quiet, verbose=args.verbose)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -74,7 +80,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     data = manifest.config
     origins = apply_overrides(data, args.overrides)  # resources may change; the rest is checked
     cfg = validate_config(data, f"{args.out}/run.json", origins)
-    return execute(cfg, None, args.quiet)
+    return execute(cfg, None, args.quiet, verbose=args.verbose)
 
 
 def _write_report(fs, root: str, stats, out: str, per_reason: int = 5) -> str:
@@ -206,7 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     overrides = [f"input={data}/*.tar", f"output={out / 'run'}", *demo_model_overrides(models)]
     overrides += args.overrides
     cfg = load_config("demo", overrides)
-    return execute(cfg, None, args.quiet, demo=True)
+    return execute(cfg, None, args.quiet, demo=True, verbose=args.verbose)
 
 
 def _export_settings(path: str | None):
@@ -303,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the run's output directory (holds run.json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=cmd_resume)
 
     from jobs.submit import add_parsers
@@ -434,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(

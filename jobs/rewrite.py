@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.BAD_CONFIG)
-    return execute(cfg, args.max_shards, args.quiet)
+    return execute(cfg, args.max_shards, args.quiet, verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
         entrypoint += f" --max-shards {args.max_shards}"
     if args.quiet:
         entrypoint += " --quiet"
+    if args.verbose:
+        entrypoint += " --verbose"
     job_id = _client(args.address).submit_job(
         entrypoint=entrypoint,
         runtime_env=runtime_env,
@@ -61,6 +63,14 @@ def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.status import is_run_target, run_status
+    from schemas.config import ConfigError
+
+    if is_run_target(args.job_id):
+        if args.address:
+            raise ConfigError(f"--address is for Ray job ids; {args.job_id} is a run directory")
+        print("\n".join(run_status(args.job_id)))
+        return 0
     info = _client(args.address).get_job_info(args.job_id)
     print(f"{args.job_id}: {info.status}")
     if info.message:
@@ -118,7 +128,15 @@ def add_parsers(sub, fmt, run_args) -> None:
             name, formatter_class=fmt, help=text,
             epilog=f"example:\n  pf1m {name} pf1m-0123456789 --address http://head:8265",
         )  # fmt: skip
-        p.add_argument("job_id")
+        if name == "status":
+            p.epilog += "\n  pf1m status demo_out/run   # a run directory or URL: no Ray needed"
+            p.add_argument(
+                "job_id",
+                metavar="RUN_OR_JOB",
+                help="a run directory or URL (holds run.json), or a Ray job id",
+            )
+        else:
+            p.add_argument("job_id")
         p.add_argument("--address", **address)
         if name == "logs":
             p.add_argument("--follow", action="store_true", help="stream until the job ends")

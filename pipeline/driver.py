@@ -14,9 +14,10 @@ from typing import Any
 
 import ray
 
-from pipeline import metrics
+from pipeline import faults, metrics
 from pipeline.commit import is_done, now_iso, read_marker, sweep_temporaries
 from pipeline.lock import LockHeld, RunLockFile
+from pipeline.logs import RunLogs
 from pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
 from pipeline.plan import PlanError, ShardJob, input_fingerprint, plan_shards
 from pipeline.progress import Progress, busy_fraction
@@ -24,10 +25,13 @@ from pipeline.resources import alive_nodes
 from pipeline.resources import check as check_resources
 from pipeline.revisions import legacy_view, pin_models
 from pipeline.shard import RunContext, ShardOutcome, process_shard, warm_worker
+from pipeline.signals import Interrupts, signal_name
 from pipeline.storage import node_local_warning, url_to_fs
 from schemas.config import ConfigError, RunConfig, config_hash
 from schemas.run import ExitCode, RunManifest, ShardState
 from schemas.stats import ShardStats
+
+ACTOR_STOP_S = 20.0  # at the end engines shut down cleanly within this, else are killed
 
 
 @dataclass
@@ -96,14 +100,22 @@ def check_rewriter_files(cfg: RunConfig) -> None:
         raise ConfigError(f"rewriter: {exc}") from None
 
 
-def init_ray(cfg: RunConfig) -> bool:
-    """Join RAY_ADDRESS if set, else start a local Ray bound to loopback. True if we started it."""
+def init_ray(cfg: RunConfig, logs: RunLogs | None = None) -> bool:
+    """Join RAY_ADDRESS if set, else start a local Ray bound to loopback. True if we started it.
+    Worker output reaches the terminal only with `logs` verbose (or no `logs`); a local Ray
+    sends it to OUT/logs instead (pipeline/logs.py)."""
     if ray.is_initialized():
         return False
+    live = logs is None or logs.verbose
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=live)
         return False
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    ray.init(
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        log_to_driver=live,
+        runtime_env=logs.worker_env() if logs else None,
+    )
     return True
 
 
@@ -198,15 +210,26 @@ class Driver:
         quiet: bool = False,
         rewriters: list | None = None,
         scorers: dict[str, list] | None = None,
+        verbose: bool = False,
     ) -> None:
         """`rewriters`, `scorers`: actors already started for this config (tests, benchmarks);
-        else the driver starts them and stops them at the end."""
+        else the driver starts them and stops them at the end. `quiet`: no progress lines;
+        `verbose`: worker and engine logs live on the terminal instead of in OUT/logs."""
         self.cfg = absolutize(cfg)
         self.max_shards = max_shards
         self.quiet = quiet
+        self.logs = RunLogs(self.cfg.output, verbose)
         self.given_rewriters = rewriters
         self.given_scorers = scorers
         self.fs, self.root = url_to_fs(self.cfg.output)
+        # What an interrupted or broken run needs to record its end (`_ended`)
+        self._progress: Progress | None = None
+        self._timing = {"startup_s": 0.0, "processing_s": 0.0}
+        self._started: float | None = None
+        self._skipped = 0
+        self._inputs: dict[str, Any] = {}  # shard -> input fingerprint
+        self._running: dict[ray.ObjectRef, str] = {}  # shard tasks in flight
+        self._own_actors: list = []  # actors this driver started, stopped by `run()`
 
     @staticmethod
     def _error(line: str) -> None:
@@ -263,11 +286,21 @@ class Driver:
         return jobs, manifest
 
     def run(self) -> RunResult:
-        try:
-            jobs, manifest = self._prepare()
-        except (PlanError, ConfigError) as exc:
-            self._error(str(exc))
-            return RunResult(ExitCode.BAD_CONFIG, self.cfg.output)
+        """Every way a run ends is recorded in run.json: succeeded, partial, failed (any
+        exception, with its error) or interrupted (SIGINT, SIGTERM: exit 130); the lock is
+        released and the actors and the Ray this driver started are stopped in every case."""
+        with self.logs, Interrupts() as signals:
+            try:
+                jobs, manifest = self._prepare()
+            except (PlanError, ConfigError) as exc:
+                self._error(str(exc))
+                return RunResult(ExitCode.BAD_CONFIG, self.cfg.output)
+            except KeyboardInterrupt as exc:  # nothing written yet
+                self._error(f"interrupted ({signal_name(exc)}) before the run started")
+                return RunResult(ExitCode.INTERRUPTED, self.cfg.output)
+            return self._run_locked(jobs, manifest, signals)
+
+    def _run_locked(self, jobs, manifest: RunManifest, signals: Interrupts) -> RunResult:
         lock = RunLockFile(self.fs, self.root, manifest.run_id, self.cfg.resources.lock_ttl_s)
         try:
             note = lock.acquire()
@@ -275,23 +308,87 @@ class Driver:
             self._error(str(exc))
             return RunResult(ExitCode.BAD_CONFIG, self.cfg.output)
         started_ray = False
+        ended: tuple[str, str, ExitCode] | None = None  # (state, why, exit code) when not done
+        result = None
         try:
             if note:
                 self._say(note)
             swept = sweep_temporaries(self.fs, self.root)
             if swept:
                 self._say(f"removed {len(swept)} temporary files left by an interrupted run")
-            started_ray = init_ray(self.cfg)
+            if not ray.is_initialized():
+                joining = os.environ.get("RAY_ADDRESS")
+                self._say(f"joining the Ray cluster at {joining}" if joining else "starting Ray")
+            started_ray = init_ray(self.cfg, self.logs)
+            signals.install()  # again: Ray installs its own SIGTERM handler
             lock.set_job(ray.get_runtime_context().get_job_id())
-            return self._run(jobs, manifest)
+            result = self._run(jobs, manifest)
+        except KeyboardInterrupt as exc:
+            signals.defer()
+            name = signals.received or signal_name(exc)  # Ray re-raises a plain KeyboardInterrupt
+            self._say(f"{name}: stopping; committed shards are kept")
+            ended = ("interrupted", name, ExitCode.INTERRUPTED)
         except ray.exceptions.ActorDiedError as exc:  # a model that would not load, typically
+            signals.defer()
             self._error(_actor_error(exc))
             refused = any(name in str(exc) for name in LOAD_REFUSALS)
-            return RunResult(ExitCode.BAD_CONFIG if refused else ExitCode.ERROR, self.cfg.output)
-        finally:
+            code = ExitCode.BAD_CONFIG if refused else ExitCode.ERROR
+            ended = ("failed", _actor_error(exc), code)
+        except Exception as exc:  # the run itself broke
+            signals.defer()
+            cause = f"{type(exc).__name__}: {_error_text(exc)}"
+            self.logs.traceback(exc)
+            self._error(f"the run broke: {cause}")
+            ended = ("failed", cause, ExitCode.ERROR)
+        finally:  # the lock last: no task of this run may commit once it is released
+            signals.defer()
+            if ended:  # at once: a driver killed during the cleanup still leaves it recorded
+                self._ended(manifest, *ended)
+            self._stop_actors()
             if started_ray:
                 ray.shutdown()
+            if ended:  # again, now that no task runs: shards that committed meanwhile
+                result = self._ended(manifest, *ended)
             lock.release()
+        return result
+
+    def _ended(self, manifest: RunManifest, status: str, error: str, code: ExitCode) -> RunResult:
+        """Record a run that did not finish: the shards committed so far done (tasks that
+        committed before the driver read their result included), the others pending, the
+        state and why. Called at once and again when the tasks are stopped (they end with
+        the Ray this driver stops, or on a cluster with its job)."""
+        for shard, state in manifest.shards.items():  # tasks that committed, not yet recorded
+            fingerprint = self._inputs.get(shard)
+            marker = read_marker(self.fs, self.root, shard) if fingerprint else None
+            if state.status == "pending" and is_done(marker, fingerprint, manifest.config_hash):
+                state.status, state.error, state.samples_in = "done", None, marker.samples_in
+        timing = self._timing
+        if self._started is not None and timing["startup_s"] and not timing["processing_s"]:
+            timing["processing_s"] = time.monotonic() - self._started - timing["startup_s"]
+        progress = self._progress or Progress(total_shards=len(manifest.shards))
+        done = sum(st.status == "done" for st in manifest.shards.values())
+        try:
+            return self._finish(
+                manifest, progress, timing, (None, None), done - self._skipped,
+                ended=(status, error, code),
+            )  # fmt: skip
+        except Exception as exc:  # OUT itself unwritable: say so, keep the exit code
+            self._error(f"could not record the run's end in {self.cfg.output}/run.json: {exc}")
+            return RunResult(code, self.cfg.output)
+
+    def _stop_actors(self) -> None:
+        """Engines shut down cleanly (their processes with them), then the actors are killed."""
+        actors, self._own_actors = self._own_actors, []
+        try:
+            stops = [a.shutdown.remote() for a in actors if hasattr(a, "shutdown")]
+            ray.wait(stops, num_returns=len(stops), timeout=ACTOR_STOP_S)
+        except Exception:  # an actor already gone
+            pass
+        for actor in actors:
+            try:
+                ray.kill(actor)
+            except Exception:  # already gone
+                pass
 
     def _split_done(self, jobs: list[ShardJob], manifest: RunManifest) -> tuple[list, list[str]]:
         todo, skipped = [], []
@@ -310,6 +407,7 @@ class Driver:
             if marker is not None and marker.input != fingerprint:
                 self._say(f"input shard {job.shard} changed since its commit: redoing it")
             state.status = "pending"
+            self._inputs[job.shard] = fingerprint
             todo.append((job, fingerprint))
         return todo, skipped
 
@@ -334,9 +432,14 @@ class Driver:
             self._say(f"resuming: {len(skipped)} shards already committed, {len(todo)} to do")
         progress = Progress(total_shards=len(jobs), done_shards=len(skipped))
         started = time.monotonic()
-        timing = {"startup_s": 0.0, "processing_s": 0.0}
+        timing = self._timing
+        self._progress, self._started, self._skipped = progress, started, len(skipped)
         busy: tuple[float | None, float | None] = (None, None)
         if todo:
+            if self.given_rewriters is None:
+                n = self.cfg.resources.rewriter_replicas
+                self._say(f"starting {n} rewriter replica(s) and the scorers; "
+                          f"their logs: {self.logs.where}")  # fmt: skip
             rewriters = self.given_rewriters or start_rewriters(self.cfg, manifest.run_id)
             scorers = self.given_scorers
             if scorers is None:
@@ -367,12 +470,11 @@ class Driver:
                     images_without_markers=info.images_without_markers,
                 )
                 busy = self._schedule(todo, ctx, rewriters, manifest, progress)
-            finally:
+            finally:  # stopped by `run()` once the run's end is recorded
                 own = [] if self.given_rewriters else list(rewriters)
                 if self.given_scorers is None:
                     own += list({id(a): a for rs in scorers.values() for a in rs}.values())
-                for actor in own:
-                    ray.kill(actor)
+                self._own_actors = own
             timing["processing_s"] = time.monotonic() - started - timing["startup_s"]
         return self._finish(manifest, progress, timing, busy, len(todo))
 
@@ -386,7 +488,7 @@ class Driver:
         )
         base = ray.get([r.busy.remote() for r in rewriters])
         queue = list(todo)
-        running: dict[ray.ObjectRef, str] = {}
+        running = self._running  # `_ended` stops what is still in here
         started = time.monotonic()
         last_line = last_save = last_tick = started
         tick_base = base
@@ -437,8 +539,11 @@ class Driver:
         state.samples_in, state.kept = outcome.samples_in, outcome.kept
         progress.done_shards += 1
         progress.samples += outcome.samples_in
+        faults.raise_point("recorded", progress.done_shards + progress.failed_shards)
 
-    def _finish(self, manifest, progress, timing, busy, processed) -> RunResult:
+    def _finish(self, manifest, progress, timing, busy, processed, ended=None) -> RunResult:
+        """The summary and the final state; `ended`: (state, error, exit code) of a run that
+        did not finish, else succeeded or partial."""
         done = [s for s, st in manifest.shards.items() if st.status == "done"]
         failed = {s: st.error for s, st in manifest.shards.items() if st.status == "failed"}
         summary = merge_stats(self.fs, self.root, done)
@@ -456,9 +561,15 @@ class Driver:
             rewriter_occupancy=None if busy[1] is None else round(busy[1], 3),
             output=self.cfg.output,
         )
+        if ended is None:
+            manifest.status = "succeeded" if not failed else "partial"
+            code = ExitCode.OK if not failed else ExitCode.PARTIAL
+        else:
+            manifest.status, manifest.error, code = ended
+        summary.update(state=manifest.status, error=manifest.error)
+        if not self.logs.verbose:
+            summary["logs"] = self.logs.where
         manifest.summary = summary
-        manifest.status = "succeeded" if not failed else "partial"
         manifest.updated_at = manifest.finished_at = now_iso()
         save_manifest(self.fs, self.root, manifest)
-        code = ExitCode.OK if not failed else ExitCode.PARTIAL
         return RunResult(code, self.cfg.output, summary)

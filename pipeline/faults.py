@@ -17,6 +17,10 @@
   embedded Ray it started) when SHARD's commit reaches STEP: `before_commit` (nothing renamed
   yet), `inside_commit` (files renamed, no marker) or `after_commit` (marker written).
   SHARD `*` is whichever shard gets there first: `before_commit:*` kills before any commit.
+- `PF1M_FAULT_PAUSE=STEP:SHARD` holds SHARD's task at that commit step until its process
+  ends, so a test can stop a run that cannot have finished first (one shard stays in flight).
+- `PF1M_FAULT_RAISE=recorded:N` makes the driver raise `InjectedFault` once it has recorded N
+  shards: an unexpected error in the driver in the middle of a run.
 """
 
 import os
@@ -83,3 +87,15 @@ def kill_point(step: str, shard: str, driver_pid: int) -> None:
     finally:  # if this process was outside that group, it goes too
         os.kill(driver_pid, signal.SIGKILL)
         os._exit(137)
+
+
+def commit_point(step: str, shard: str, driver_pid: int) -> None:
+    """The fault points of a commit step: kill the driver, or hold the shard here."""
+    kill_point(step, shard, driver_pid)
+    if os.environ.get("PF1M_FAULT_PAUSE") in (f"{step}:{shard}", f"{step}:*"):
+        hang()
+
+
+def raise_point(point: str, count: int) -> None:
+    if os.environ.get("PF1M_FAULT_RAISE") == f"{point}:{count}":
+        raise InjectedFault(f"fault point {point!r} reached {count} times")

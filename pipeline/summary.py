@@ -34,5 +34,14 @@ def format_summary(summary: dict[str, Any], exit_code: int) -> str:
     for shard, error in sorted(s["shards_failed"].items()):
         lines.append(f"FAILED shard {shard}: {error}")
     lines.append(f"output         {s['output']}  (kept rows: data/, rejected: rejected/)")
+    if s.get("logs"):
+        lines.append(f"logs           {s['logs']}  (Ray workers, engines)")
+    state = s.get("state")
+    if state in ("interrupted", "failed"):
+        pending = s["shards_total"] - s["shards_done"] - len(s["shards_failed"])
+        why = f" ({s['error'].splitlines()[0][:200]})" if s.get("error") else ""
+        lines.append(f"state          {state}{why}; shards pending: {pending}")
+    if state in ("interrupted", "failed", "partial"):
+        lines.append(f"continue       pf1m resume {s['output']}")
     lines.append(f"exit code      {exit_code}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     ERROR = 1  # the run itself broke (unexpected exception)
     BAD_CONFIG = 2  # refused before any work: config, input pattern, arguments, OUT locked
     PARTIAL = 3  # finished, but some shards failed; named in the summary and run.json
+    INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; committed shards kept, resume goes on
 
 
 ShardStatus = Literal["pending", "done", "failed"]
@@ -32,7 +33,8 @@ class ShardState(BaseModel):
 class RunManifest(BaseModel):
     version: str = RUN_VERSION
     run_id: str
-    status: Literal["running", "succeeded", "partial", "failed"] = "running"
+    status: Literal["running", "succeeded", "partial", "failed", "interrupted"] = "running"
+    error: str | None = None  # why a `failed` run broke, or which signal interrupted it
     config: dict[str, Any]
     config_hash: str
     hashed: dict[str, Any]  # exactly what the config hash covers

@@ -18,12 +18,19 @@ def test_pf1m_run_smoke(demo_models, demo_shards, tmp_path):
     cmd = [
         sys.executable, "-m", "jobs.cli", "run", str(DEMO_CONFIG),
         "--set", f"input={demo_shards}/*.tar", "--set", f"output={out}", *models,
-        "--max-shards", "2", "--limit", "5", "--quiet",
+        "--max-shards", "2", "--limit", "5",
     ]  # fmt: skip
     env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "== pf1m run summary ==" in proc.stdout
+    # A quiet terminal (what `pf1m demo` runs, less its two demo lines): pf1m's own lines;
+    # Ray worker and vLLM engine output is in OUT/logs, which the summary names
+    printed = (proc.stdout + proc.stderr).splitlines()
+    assert len(printed) <= 40 and not [x for x in printed if "pid=" in x], "\n".join(printed)
+    assert f"logs           {out}/logs" in proc.stdout
+    engine = "".join(p.read_text() for p in (out / "logs").glob("worker-*.log"))
+    assert "Initializing a V1 LLM engine" in engine
     assert "samples in     10" in proc.stdout and "2/2 committed" in proc.stdout
     counted = sum(pq.read_metadata(p).num_rows for p in out.glob("*/0000[01].parquet"))
     assert counted == 10

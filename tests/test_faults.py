@@ -157,13 +157,16 @@ def test_driver_killed_from_outside_at_a_random_moment(
     delay = random.Random(seed).uniform(0.1, 0.75) * wall  # start-up included
     print(f"killing after {delay:.1f} s of a {wall:.0f} s run (PF1M_KILL_SEED={seed} repeats it)")
     out = tmp_path / "out"
-    proc = cli(*run_args(small_shards, demo_models, out))
+    # the last shard is held before its commit, so the run cannot finish before the kill
+    # however fast this machine runs it (the kill moment stays random)
+    held = {"PF1M_FAULT_PAUSE": f"before_commit:{SHARDS[-1]}"}
+    proc = cli(*run_args(small_shards, demo_models, out), env=held)
     try:
         proc.wait(timeout=delay)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     log, _ = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"finished before the kill: {log}"
+    assert proc.returncode == -signal.SIGKILL, f"ended before the kill: {log}"
     proc = cli(*run_args(small_shards, demo_models, out))  # the same command again, as a
     # user would: a kill during start-up leaves no run.json for `pf1m resume` to read
     log, _ = proc.communicate(timeout=300)
