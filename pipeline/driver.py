@@ -89,7 +89,15 @@ LOAD_REFUSALS = ("FlamingoLoadError", "BatchDoesNotFit")
 
 def check_rewriter_files(cfg: RunConfig) -> None:
     """Before Ray starts: the flamingo backend's files, read for key names and shapes only, so
-    a missing group, a wrong shape or a pickled object is refused before any work."""
+    a missing group, a wrong shape or a pickled object is refused before any work; for chat
+    prompts, the model's chat template (processor only)."""
+    if cfg.rewriter.prompt.style == "chat":
+        from pipeline.chat_template import ChatRenderer, NoChatTemplate
+
+        try:
+            ChatRenderer.load(cfg.rewriter)
+        except NoChatTemplate as exc:
+            raise ConfigError(str(exc)) from None
     if cfg.rewriter.backend != "flamingo":
         return
     from models.flamingo import FlamingoLoadError, precheck

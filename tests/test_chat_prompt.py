@@ -325,3 +325,19 @@ def test_pf1m_prompt_prints_the_rendered_prompt_and_the_images(demo_models, demo
     missing = ["prompt", str(ZERO_SHOT), *sets, "--sample", "00001:no-such-key"]
     assert pf1m(missing) == 2
     assert "no sample 'no-such-key'" in capsys.readouterr().err
+
+
+def test_pf1m_run_refuses_a_model_without_a_chat_template_before_any_work(
+    demo_models, demo_shards, tmp_path, capsys
+):
+    """Before Ray starts and before OUT exists: exit 2, naming the field."""
+    from jobs.cli import demo_model_overrides
+    from jobs.cli import main as pf1m
+
+    out = tmp_path / "out"
+    sets = [f"input={demo_shards}/*.tar", f"output={out}"]
+    sets += demo_model_overrides(demo_models["rewriter"].parent)  # the tiny LLaVA: no template
+    args = [x for s in [*sets, *CHAT] for x in ("--set", s)]
+    assert pf1m(["run", str(DEMO_CONFIG), *args, "--quiet"]) == 2
+    assert "rewriter.prompt.chat_template" in capsys.readouterr().err
+    assert not out.exists()
