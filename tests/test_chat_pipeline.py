@@ -67,7 +67,7 @@ def test_vllm_and_transformers_generate_from_the_same_rendered_prompt(
     by_backend = {}
     for backend, given in (("vllm", chat_rewriter), ("transformers", None)):
         out = tmp_path / backend
-        extra = [*small, f"rewriter.backend={backend}", "resources.cpus_per_replica=0.1"]
+        extra = [*small, f"rewriter.backend={backend}", "resources.cpus_per_replica=0.05"]
         cfg = chat_demo_config(demo_shards, demo_models, out, *extra)
         result = Driver(cfg, quiet=True, rewriters=given, scorers=scorers).run()
         assert result.exit_code == ExitCode.OK, backend
