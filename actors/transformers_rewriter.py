@@ -37,11 +37,11 @@ class TransformersRewriter(Replica):
         if cfg.adapters:
             self.model = self._with_adapters(self.model, cfg)
         self.model.to(self.device).eval()
+        self.model_lock = ModelLock(cfg.request_timeout_s)
         self.batcher = MicroBatcher(self._generate_batch, batch, hf.max_wait_ms / 1000)
 
     @staticmethod
     def _with_adapters(model, cfg: RewriterConfig):
-        self.model_lock = ModelLock(cfg.request_timeout_s)
         """The model wrapped by peft with every adapter loaded under its name."""
         from peft import PeftModel
 
@@ -77,11 +77,8 @@ class TransformersRewriter(Replica):
                 else:
                     self.model.set_adapter(name)
                     results = self._generate(group)
-            else:
-                self.model.set_adapter(name)
-                results = self._generate(group)
-            by_uid.update((res.uid, res) for res in results)
-        return [by_uid[r.uid] for r in reqs]
+                by_uid.update((res.uid, res) for res in results)
+            return [by_uid[r.uid] for r in reqs]
 
     def _without_too_long(self, reqs: list[RewriteRequest], lengths: list[int]) -> list:
         """Requests whose prompt (images expanded) leaves no room for `decoding.max_tokens` in

@@ -72,17 +72,17 @@ def absolutize(cfg: RunConfig) -> RunConfig:
             flamingo["vision_pretrained"] = fix_model(flamingo["vision_pretrained"])
         if flamingo["lora"] is not None and flamingo["lora"]["path"] is not None:
             flamingo["lora"]["path"] = fix_model(flamingo["lora"]["path"])
-    for name in cfg.filters.model_filters():
-        data["filters"][name]["model"] = fix_model(getattr(cfg.filters, name).model)
-    return RunConfig.model_validate(data)
-
     if cfg.rewriter.tokenizer is not None:
         data["rewriter"]["tokenizer"] = fix_model(cfg.rewriter.tokenizer)
-
-# Errors a replica raises when its model files or its GPU cannot hold the configured model:
+    for name in cfg.filters.model_filters():
+        data["filters"][name]["model"] = fix_model(getattr(cfg.filters, name).model)
     clip = data["filters"].get("clip_paragraph")
     if clip is not None and clip["pretrained"] is not None:  # a weights file, or an open_clip tag
         clip["pretrained"] = fix_model(clip["pretrained"])
+    return RunConfig.model_validate(data)
+
+
+# Errors a replica raises when its model files or its GPU cannot hold the configured model:
 # the config must change, so the run exits 2 like a config refused before any work.
 LOAD_REFUSALS = ("FlamingoLoadError", "BatchDoesNotFit")
 
