@@ -188,7 +188,7 @@ def demo_model_overrides(models: Path, flamingo: bool = False) -> list[str]:
     else:
         rewriter = [f"rewriter.model={models / 'rewriter'}"]
     return [
-        f"rewriter.model={models / 'rewriter'}",
+        *rewriter,
         f"filters.sts.model={models / 'sts'}",
         f"filters.nli.model={models / 'nli'}",
         f"filters.clip_paragraph.model=local-dir:{models / 'clip'}",
