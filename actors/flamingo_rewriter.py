@@ -10,9 +10,8 @@ image that follows it, so images placed first would leave the instruction attend
 
 import logging
 
-from actors.batcher import MicroBatcher
-from actors.model_lock import ModelLock
-from actors.replica import Replica, decode_images, set_threads
+from actors.batched import BatchedReplica
+from actors.replica import PromptTooLong, decode_images, set_threads, too_long
 from pipeline.batch_fit import Shape, fit_batch
 from schemas.config import Rewriter as RewriterConfig
 from schemas.rewrite import RewriteRequest, RewriteResult
@@ -22,11 +21,7 @@ logger = logging.getLogger(__name__)
 IMAGE_TOKEN = "<image><|endofchunk|>"
 
 
-class PromptTooLong(ValueError):
-    """Prompt plus `decoding.max_tokens` exceed `rewriter.max_model_len`."""
-
-
-class FlamingoRewriter(Replica):
+class FlamingoRewriter(BatchedReplica):
     images_without_markers = "append"
 
     def __init__(
@@ -50,8 +45,7 @@ class FlamingoRewriter(Replica):
         if self.device == "cuda":
             batch = self._fit_gpu(cfg, batch, dtype)
         super().__init__(cfg, IMAGE_TOKEN, batch)
-        self.model_lock = ModelLock(cfg.request_timeout_s)
-        self.batcher = MicroBatcher(self._generate_batch, batch, hf.max_wait_ms / 1000)
+        self._start_batching(hf.max_wait_ms / 1000)
 
     def _fit_gpu(self, cfg: RewriterConfig, wanted: int, dtype) -> int:
         """The configured batch, lowered to what the GPU's free memory holds (or refused)."""
@@ -74,39 +68,28 @@ class FlamingoRewriter(Replica):
     async def _run(self, req: RewriteRequest) -> RewriteResult:
         if req.adapter is not None:
             raise ValueError("the flamingo backend serves no adapters")
-        prompt_tokens = len(self.runner.encode(req.prompt))
-        limit = self.cfg.max_model_len
-        if prompt_tokens + self.cfg.decoding.max_tokens > limit:
-            raise PromptTooLong(
-                f"prompt of {prompt_tokens} tokens + decoding.max_tokens "
-                f"{self.cfg.decoding.max_tokens} exceed rewriter.max_model_len {limit}"
-            )
+        why = too_long(len(self.runner.encode(req.prompt)), self.cfg)
+        if why is not None:
+            raise PromptTooLong(why)
         return await self.batcher.submit(req)
-
-    async def _restart_engine(self) -> None:
-        """A fresh batcher and worker thread; a `generate` call that cannot be interrupted goes
-        on in the old thread, and the new one waits for it (actors/model_lock.py)."""
-        self.batcher.close()
-        self.batcher = MicroBatcher(self._generate_batch, self.capacity, self.batcher.max_wait_s)
 
     def _generate_batch(self, reqs: list[RewriteRequest]) -> list[RewriteResult]:
         d = self.cfg.decoding
-        with self.model_lock.held():
-            outs = self.runner.generate(
-                [r.prompt for r in reqs],
-                [decode_images(r.images) for r in reqs],
-                max_new_tokens=d.max_tokens,
-                do_sample=d.temperature > 0,
-                temperature=d.temperature,
-                top_k=d.top_k,
-                top_p=d.top_p,
-                num_beams=d.beam_width or 1,
-                length_penalty=d.length_penalty,
-                no_repeat_ngram_size=d.no_repeat_ngram_size,
-                repetition_penalty=d.repetition_penalty,
-                stop=d.stop,
-                seed=reqs[0].seed,  # in deterministic mode (one sample a call): the sample's own
-            )
+        outs = self.runner.generate(
+            [r.prompt for r in reqs],
+            [decode_images(r.images) for r in reqs],
+            max_new_tokens=d.max_tokens,
+            do_sample=d.temperature > 0,
+            temperature=d.temperature,
+            top_k=d.top_k,
+            top_p=d.top_p,
+            num_beams=d.beam_width or 1,
+            length_penalty=d.length_penalty,
+            no_repeat_ngram_size=d.no_repeat_ngram_size,
+            repetition_penalty=d.repetition_penalty,
+            stop=d.stop,
+            seed=reqs[0].seed,  # in deterministic mode (one sample a call): the sample's own
+        )
         return [
             RewriteResult(r.uid, g.text, g.finish_reason, g.prompt_tokens, len(g.new_ids))
             for r, g in zip(reqs, outs, strict=True)

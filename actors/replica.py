@@ -50,6 +50,21 @@ def decode_images(payloads: list[bytes]) -> list[Image.Image]:
     return [Image.open(io.BytesIO(b)).convert("RGB") for b in payloads]
 
 
+class PromptTooLong(ValueError):
+    """Prompt plus `decoding.max_tokens` exceed `rewriter.max_model_len` (as vLLM refuses)."""
+
+
+def too_long(prompt_tokens: int, cfg: RewriterConfig) -> str | None:
+    """Why a prompt of this many tokens leaves no room for the answer, or None if it fits."""
+    d, limit = cfg.decoding, cfg.max_model_len
+    if prompt_tokens + d.max_tokens <= limit:
+        return None
+    return (
+        f"prompt of {prompt_tokens} tokens (images included) + decoding.max_tokens "
+        f"{d.max_tokens} exceed rewriter.max_model_len {limit}"
+    )
+
+
 def exit_for_restart(exc: BaseException) -> None:
     """Inside a Ray actor, end the process: Ray restarts the replica (`max_restarts`) and
     retries its calls (`max_task_retries`). In-process (tests, benchmarks) the error rises."""

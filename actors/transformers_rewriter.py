@@ -3,15 +3,20 @@ for deterministic runs (one sample per call, seeded with the sample's own seed).
 all calls are gathered into batches by a micro-batcher; LoRA adapters through peft."""
 
 from actors import adapters
-from actors.batcher import MicroBatcher
-from actors.model_lock import ModelLock
-from actors.replica import Replica, decode_images, resolve_image_token, set_threads
+from actors.batched import BatchedReplica
+from actors.replica import (
+    PromptTooLong,
+    decode_images,
+    resolve_image_token,
+    set_threads,
+    too_long,
+)
 from models.hub import pretrained
 from schemas.config import Rewriter as RewriterConfig
 from schemas.rewrite import RewriteRequest, RewriteResult
 
 
-class TransformersRewriter(Replica):
+class TransformersRewriter(BatchedReplica):
     def __init__(
         self, cfg: RewriterConfig, seed: int, cpu_threads: int | None = None, gpus: int = 1
     ) -> None:
@@ -37,8 +42,7 @@ class TransformersRewriter(Replica):
         if cfg.adapters:
             self.model = self._with_adapters(self.model, cfg)
         self.model.to(self.device).eval()
-        self.model_lock = ModelLock(cfg.request_timeout_s)
-        self.batcher = MicroBatcher(self._generate_batch, batch, hf.max_wait_ms / 1000)
+        self._start_batching(hf.max_wait_ms / 1000)
 
     @staticmethod
     def _with_adapters(model, cfg: RewriterConfig):
@@ -57,40 +61,32 @@ class TransformersRewriter(Replica):
             raise ValueError(f"unknown adapter {req.adapter!r}")
         return await self.batcher.submit(req)
 
-    async def _restart_engine(self) -> None:
-        """A fresh batcher and worker thread; a `generate` call that cannot be interrupted goes
-        on in the old thread, and the new one waits for it (actors/model_lock.py)."""
-        self.batcher.close()
-        self.batcher = MicroBatcher(self._generate_batch, self.capacity, self.batcher.max_wait_s)
-
     def _generate_batch(self, reqs: list[RewriteRequest]) -> list[RewriteResult]:
         """One `generate` per adapter among the batch's requests, results in request order."""
-        with self.model_lock.held():
-            if not self.cfg.adapters:
-                return self._generate(reqs)
-            by_uid: dict[str, RewriteResult] = {}
-            for name in dict.fromkeys(r.adapter for r in reqs):
-                group = [r for r in reqs if r.adapter == name]
-                if name is None:
-                    with self.model.disable_adapter():
-                        results = self._generate(group)
-                else:
-                    self.model.set_adapter(name)
+        if not self.cfg.adapters:
+            return self._generate(reqs)
+        by_uid: dict[str, RewriteResult] = {}
+        for name in dict.fromkeys(r.adapter for r in reqs):
+            group = [r for r in reqs if r.adapter == name]
+            if name is None:
+                with self.model.disable_adapter():
                     results = self._generate(group)
-                by_uid.update((res.uid, res) for res in results)
-            return [by_uid[r.uid] for r in reqs]
+            else:
+                self.model.set_adapter(name)
+                results = self._generate(group)
+            by_uid.update((res.uid, res) for res in results)
+        return [by_uid[r.uid] for r in reqs]
 
     def _without_too_long(self, reqs: list[RewriteRequest], lengths: list[int]) -> list:
         """Requests whose prompt (images expanded) leaves no room for `decoding.max_tokens` in
         `max_model_len` fail alone, with the reason, like vLLM's refusal; the rest generate."""
-        d, limit = self.cfg.decoding, self.cfg.max_model_len
-        fits = [r for r, n in zip(reqs, lengths, strict=True) if n + d.max_tokens <= limit]
+        why = {r.uid: too_long(n, self.cfg) for r, n in zip(reqs, lengths, strict=True)}
+        fits = [r for r in reqs if why[r.uid] is None]
         done = {res.uid: res for res in (self._generate(fits) if fits else [])}
         for r, n in zip(reqs, lengths, strict=True):
             if r.uid not in done:
-                text = (f"prompt of {n} tokens (images included) + decoding.max_tokens "
-                        f"{d.max_tokens} exceed rewriter.max_model_len {limit}")  # fmt: skip
-                done[r.uid] = RewriteResult(r.uid, None, None, n, None, "PromptTooLong", text)
+                error = PromptTooLong.__name__
+                done[r.uid] = RewriteResult(r.uid, None, None, n, None, error, why[r.uid])
         return [done[r.uid] for r in reqs]
 
     def _generate(self, reqs: list[RewriteRequest]) -> list[RewriteResult]:
