@@ -206,6 +206,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         write_shards(data, args.samples, args.shards, seed=0)
         (data / ".complete").write_text("")
     if not (models / ".complete").exists():
+        if not args.verbose:  # transformers' "Writing model shards" bars
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         build_all(models)
         (models / ".complete").write_text("")
     print(f"demo data in {data}, demo models in {models}")
