@@ -127,6 +127,6 @@ def test_a_dead_engine_is_restarted_by_ray(ray_local, rewriter):
     for proc in cores:
         proc.kill()
     batch = requests("<image>", n=4)
-    results = ray_local.get(actor.generate.remote(batch), timeout=180)
+    results = ray_local.get(actor.generate.remote(batch), timeout=600)  # a bound: a new engine
     assert all(r.error_class is None for r in results), [r.error_text for r in results]
     assert actor_pid() != pid  # a new process
