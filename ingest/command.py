@@ -66,6 +66,9 @@ def add_parser(sub, fmt) -> None:
     p.add_argument("--seed", type=int, default=0, help="picks phrasings and per-class images")
     p.add_argument("--source", help="the samples' `source` (default: from the format)")
     p.add_argument("--workers", type=int, default=1, help="shards written in parallel (Ray)")
+    p.add_argument(
+        "--task-cpus", type=float, default=1.0, help="Ray's logical CPUs per shard task (workers)"
+    )
     p.add_argument("--config", default=str(DEFAULT_PHRASING), help="phrasing YAML")
     p.add_argument("--per-class", type=int, help="image-folder: at most N images per class")
     p.add_argument("--turns", choices=["first", "all"], default="first", help="llava turns")
@@ -114,6 +117,7 @@ def request_from_args(args: argparse.Namespace) -> IngestRequest:
             seed=args.seed,
             source=args.source,
             workers=args.workers,
+            task_cpus=args.task_cpus,
             config=str(_abs(args.config)),
             per_class=args.per_class,
             turns=args.turns,

@@ -98,11 +98,13 @@ def _in_process(todo: Iterator[Chunk], ctx: ShardContext) -> Iterator[Result]:
             yield chunk.name, None, f"{type(exc).__name__}: {exc}"
 
 
-def _on_ray(todo: Iterator[Chunk], ctx: ShardContext, workers: int) -> Iterator[Result]:
+def _on_ray(
+    todo: Iterator[Chunk], ctx: ShardContext, workers: int, cpus: float
+) -> Iterator[Result]:
     import ray
 
     started = ensure_ray()
-    task = ray.remote(num_cpus=1)(write_shard)
+    task = ray.remote(num_cpus=cpus)(write_shard)
     pending: dict = {}
 
     def collect(ref) -> Result:
@@ -173,7 +175,11 @@ def run_ingest(req: IngestRequest, log: Callable[[str], None] | None = None) -> 
             else:
                 yield chunk
 
-    run = _in_process(todo(), ctx) if req.workers == 1 else _on_ray(todo(), ctx, req.workers)
+    run = (
+        _in_process(todo(), ctx)
+        if req.workers == 1
+        else _on_ray(todo(), ctx, req.workers, req.task_cpus)
+    )
     last = time.monotonic()
     try:
         for name, marker, error in run:

@@ -28,7 +28,7 @@ Format = Literal[
 FORMATS: tuple[str, ...] = Format.__args__  # type: ignore[attr-defined]
 COLUMN_FIELDS = ("instruction", "response", "task", "key")  # --column FIELD=COLUMN; images apart
 # Request fields that do not change the shards: they may differ between an ingest and its re-run.
-NOT_HASHED = frozenset({"out", "workers", "examples_per_reason"})
+NOT_HASHED = frozenset({"out", "workers", "task_cpus", "examples_per_reason"})
 
 
 class SkipReason(StrEnum):
@@ -65,6 +65,7 @@ class IngestRequest(BaseModel):
     seed: int = 0
     source: str | None = None
     workers: int = Field(default=1, gt=0)
+    task_cpus: float = Field(default=1.0, gt=0.0)  # Ray's logical CPUs per shard task
     config: str  # the phrasing file
     per_class: int | None = Field(default=None, gt=0)
     turns: Literal["first", "all"] = "first"

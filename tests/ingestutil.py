@@ -405,7 +405,9 @@ def llava(tmp: Path) -> dict[str, Path]:
 
 def ingest(fmt: str, out: Path, *args: str, workers: int = 1) -> IngestOutcome:
     """Run `pf1m ingest FMT --out OUT ARGS` in this process (its argument parsing included)."""
-    req = build_request([fmt, "--out", str(out), "--workers", str(workers), *args])
+    # Small logical CPUs: the session's Ray holds its replicas and scorers on two CPUs.
+    cpus = ["--task-cpus", "0.05"] if workers > 1 else []
+    req = build_request([fmt, "--out", str(out), "--workers", str(workers), *cpus, *args])
     return run_ingest(req)
 
 
