@@ -6,6 +6,7 @@ It joins the cluster named by RAY_ADDRESS, else starts an embedded local Ray on 
 
 import os
 import posixpath
+import re
 import sys
 import time
 import uuid
@@ -173,15 +174,23 @@ def start_scorers(cfg: RunConfig, run_id: str) -> dict[str, list]:
     return by_name
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the actor's name in the message
+EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Refused|DoesNotFit)\b[^:]*:")
+
+
 def _actor_error(exc: BaseException) -> str:
-    """`ACTOR NAME: last line of its creation error`, without Ray's traceback."""
-    text = str(exc)
-    name = next((w.split(":")[0] for w in text.split() if w.startswith("ray::pf1m")), "actor")
+    """`ACTOR NAME could not start: its creation error` (the exception's whole message, over
+    however many lines), without Ray's traceback."""
+    text = ANSI_ESCAPE.sub("", str(exc))
+    words = (w.removeprefix("ray::") for w in text.split() if w.startswith("ray::pf1m"))
+    name = next((w.split(":")[0] for w in words), "actor")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    cause = next(
-        (line for line in reversed(lines) if "Error" in line or "error" in line), lines[-1]
+    start = next(
+        (i for i in range(len(lines) - 1, -1, -1) if EXCEPTION_LINE.match(lines[i])),
+        len(lines) - 1,
     )
-    return f"{name.removeprefix('ray::')} could not start: {cause[:500]}"
+    cause = " ".join(lines[start:])
+    return f"{name} could not start: {cause[:500]}"
 
 
 def _error_text(exc: BaseException) -> str:

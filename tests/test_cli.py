@@ -37,11 +37,15 @@ def test_pf1m_run_smoke(demo_models, demo_shards, tmp_path):
 
 
 def test_a_model_that_cannot_load_is_a_clear_error(demo_models, demo_shards, tmp_path):
+    """A folder that exists but holds no model passes the start-up checks and fails in its
+    actor: exit 1 naming the actor and the cause (a path that names nothing is refused earlier,
+    with exit 2: tests/test_revisions.py)."""
+    (tmp_path / "not-a-model").mkdir()
     models = [a for o in demo_model_overrides(demo_models["rewriter"].parent) for a in ("--set", o)]
     cmd = [
         sys.executable, "-m", "jobs.cli", "run", str(DEMO_CONFIG),
         "--set", f"input={demo_shards}/*.tar", "--set", f"output={tmp_path / 'out'}", *models,
-        "--set", f"filters.nli.model={tmp_path / 'no-such-model'}", "--quiet",
+        "--set", f"filters.nli.model={tmp_path / 'not-a-model'}", "--quiet",
     ]  # fmt: skip
     env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
