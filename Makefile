@@ -56,6 +56,7 @@ bench: setup
 	$(VPY) -m bench.resume
 	$(VPY) -m bench.export
 	$(VPY) -m bench.ingest
+	$(VPY) -m bench.flamingo
 
 lint: setup
 	$(VENV)/bin/ruff check .
