@@ -29,7 +29,7 @@ import signal
 import threading
 from collections import Counter
 
-_attempts: Counter[str] = Counter()
+_attempts: Counter[tuple[str, str]] = Counter()  # (fault spec, key): a new spec counts anew
 _TIMES = re.compile(r"x\d+$")
 
 
@@ -51,8 +51,8 @@ def expired(point: str, key: str) -> bool:
     needle, times = _times(spec)
     if needle not in key:
         return False
-    _attempts[key] += 1
-    return times is None or _attempts[key] <= times
+    _attempts[spec, key] += 1
+    return times is None or _attempts[spec, key] <= times
 
 
 def _times(entry: str) -> tuple[str, int | None]:

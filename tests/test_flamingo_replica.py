@@ -32,7 +32,8 @@ def requests(n: int) -> list[RewriteRequest]:
         key, rec, images, _ = make_sample(index, seed=0)
         prompt = f"### Human: {rec['instruction'].replace('<image>', '')}"
         prompt += IMAGE_TOKEN * len(images) + f"\n### Assistent: {rec['response']}\n"
-        out.append(RewriteRequest(f"t/{key}", prompt, images, sample_seed(0, f"t/{key}")))
+        uid = f"flamingo/{key}"  # not another test's uid: fault points count attempts per uid
+        out.append(RewriteRequest(uid, prompt, images, sample_seed(0, uid)))
     return out
 
 
