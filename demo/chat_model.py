@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from demo.data import corpus
+from demo.data import train_bpe
 
 # Qwen2.5-VL's chat template (the released processor's, minus video), kept verbatim in layout:
 # the tests compare rendered prompts with hand-written strings.
@@ -53,19 +53,10 @@ MAX_PIXELS = 112 * 112
 
 
 def build_chat_tokenizer():
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus(), trainer)
+    tok = train_bpe(VOCAB_SIZE, SPECIAL_TOKENS)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,

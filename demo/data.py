@@ -240,3 +240,21 @@ def corpus(n: int = 700, seed: int = 0) -> list[str]:
         _, record, _, _ = make_sample(index, seed)
         texts += [record["instruction"], record["response"]]
     return texts
+
+
+def train_bpe(vocab_size: int, special_tokens: list[str]):
+    """A byte-level BPE `tokenizers.Tokenizer` trained on `corpus()`: the tiny demo models'
+    tokenizers start from it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus(), trainer)
+    return tok

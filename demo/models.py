@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from demo.chat_model import build_chat_vlm
-from demo.data import IMAGE_SIZE, corpus
+from demo.data import IMAGE_SIZE, train_bpe
 from models.flamingo.tiny import build_tiny
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
@@ -27,19 +27,10 @@ VISION_PATCH = 16
 
 def build_tokenizer():
     """A byte-level BPE trained on demo text: the tiny rewriter needs a tokenizer of its own."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus(), trainer)
+    tok = train_bpe(VOCAB_SIZE, SPECIAL_TOKENS)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)]
