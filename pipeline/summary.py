@@ -4,7 +4,8 @@ from typing import Any
 
 DEMO_NOTE = (
     "NOTE: demo weights are random, so rewrites are noise and filter decisions say nothing about "
-    "quality. The README shows a real configuration (LLaVA-1.5-7B rewriter on GPUs)."
+    "quality. Real configurations: the README's sections \"The paper's rewriter\" and "
+    "\"Choosing a rewriter\"."
 )
 
 
