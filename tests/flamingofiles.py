@@ -115,3 +115,14 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def load_released():
+    """The fixture's released (gen1) layout through the real loading path, in fp32 on the CPU,
+    with the reference's added lm_head rows."""
+    from models.flamingo import FlamingoRunner
+
+    fields = rewriter_fields()
+    return FlamingoRunner.load(
+        fields["model"], flamingo_block(fields), torch.float32, "cpu", added_rows=added_rows()
+    )

@@ -15,11 +15,9 @@ from models.flamingo.model import mask_positions
 from models.flamingo.ngram import NoRepeatNGram
 from tests.flamingofiles import (
     FIXTURE,
-    added_rows,
-    flamingo_block,
+    load_released,
     one_thread,
     reference,
-    rewriter_fields,
 )
 
 REF = reference()
@@ -42,10 +40,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def runner() -> FlamingoRunner:
-    fields = rewriter_fields()
-    return FlamingoRunner.load(
-        fields["model"], flamingo_block(fields), torch.float32, "cpu", added_rows=added_rows()
-    )
+    return load_released()
 
 
 @pytest.fixture(scope="module")

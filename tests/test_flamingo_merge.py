@@ -16,6 +16,7 @@ from tests.flamingofiles import (
     FIXTURE,
     added_rows,
     flamingo_block,
+    load_released,
     one_thread,
     reference,
     rewriter_fields,
@@ -35,10 +36,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def released() -> FlamingoRunner:
-    fields = rewriter_fields()
-    return FlamingoRunner.load(
-        fields["model"], flamingo_block(fields), torch.float32, "cpu", added_rows=added_rows()
-    )
+    return load_released()
 
 
 @pytest.fixture(scope="module")
