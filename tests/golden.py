@@ -57,11 +57,10 @@ def snapshot(out: Path) -> dict[str, Any]:
 
 
 def run_golden(shards: Path, models: dict[str, Path], out: Path, *extra: str):
-    from pipeline.driver import Driver
-    from tests.conftest import demo_config
-
     from pipeline.audit import audit
+    from pipeline.driver import Driver
     from pipeline.storage import url_to_fs
+    from tests.conftest import demo_config
 
     cfg = demo_config(shards, models, out, *SETTINGS, *extra)
     result = Driver(cfg, quiet=True).run()
