@@ -28,8 +28,8 @@ def note(text: str) -> None:
 
 
 def demo_inputs(work: Path, samples: int, shards: int) -> tuple[Path, dict[str, Path]]:
-    from demo.data import write_shards
-    from demo.models import build_all
+    from pf1m.demo.data import write_shards
+    from pf1m.demo.models import build_all
 
     shards_dir = work / "shards"
     write_shards(shards_dir, samples, shards, seed=0)

@@ -19,8 +19,8 @@ import ray
 
 from bench.common import demo_inputs, emit, note
 from bench.rewriter import CONFIG, load_requests, rewriter_alone
-from pipeline.driver import absolutize, start_rewriters
-from schemas.config import load_config
+from pf1m.pipeline.driver import absolutize, start_rewriters
+from pf1m.schemas.config import load_config
 
 
 def compare(name: str, base: list[str], variant: list[str], requests, batch: int, repeats: int):

@@ -41,12 +41,12 @@ def _rss_kib() -> int:
 
 def child(fmt: str, run: str, dest: str) -> None:
     """One export (or `read`: the reader alone) in this process; prints its figures."""
-    from export.job import export_run
-    from export.reader import kept_rows, open_source
-    from pipeline.storage import url_to_fs
-    from schemas.export import load_export_config
+    from pf1m.export.job import export_run
+    from pf1m.export.reader import kept_rows, open_source
+    from pf1m.pipeline.storage import url_to_fs
+    from pf1m.schemas.export import load_export_config
 
-    settings = load_export_config(ROOT / "configs" / "export.yaml")
+    settings = load_export_config(ROOT / "pf1m" / "configs" / "export.yaml")
     before = _rss_kib()
     start = time.perf_counter()
     if fmt == "read":

@@ -47,7 +47,7 @@ MARKER = "<image><|endofchunk|>"
 
 def prompts(n: int) -> tuple[list[str], list[list[Image.Image]]]:
     """`n` demo samples in the polite template, each with its first image after the text."""
-    from demo.data import make_sample
+    from pf1m.demo.data import make_sample
 
     texts, images = [], []
     index = 0
@@ -90,9 +90,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from models.flamingo import FlamingoRunner
-    from models.flamingo.tiny import build_tiny, tiny_rewriter_fields
-    from schemas.config import Flamingo
+    from pf1m.models.flamingo import FlamingoRunner
+    from pf1m.models.flamingo.tiny import build_tiny, tiny_rewriter_fields
+    from pf1m.schemas.config import Flamingo
 
     with tempfile.TemporaryDirectory() as work:
         fields = tiny_rewriter_fields(build_tiny(Path(work) / "flamingo", seed=0))

@@ -71,8 +71,8 @@ SMOKE = {  # --smoke: the same code on a CPU at the tiny model's dimensions
 
 def build_model(device: str, dtype: torch.dtype, smoke: bool):
     """The full-size model with random weights, made on the device without any CPU init."""
-    from models.flamingo.model import FlamingoSpec, build
-    from models.flamingo.vision import VisionSpec
+    from pf1m.models.flamingo.model import FlamingoSpec, build
+    from pf1m.models.flamingo.vision import VisionSpec
 
     vision = SMOKE["vision"] if smoke else (336, 14, 1024, 24, 16, 4.0)
     spec = FlamingoSpec(
@@ -169,7 +169,7 @@ def breakdown(runner, rows: int, steps: int = 20) -> dict:
     CPU-bound)."""
     from torch.profiler import profile as torch_profile
 
-    from models.flamingo.model import mask_positions
+    from pf1m.models.flamingo.model import mask_positions
 
     spec, lm = runner.model.spec, runner.model.lang_encoder
     ids = torch.tensor([r[:190] for r in prompts(rows, 0, spec.media_token_id, spec.eoc_token_id)])
@@ -231,7 +231,7 @@ def main() -> None:
         "--breakdown", default="", help="rows (e.g. 1,192) to time one decoding step of alone"
     )
     args = parser.parse_args()
-    from models.flamingo.runner import FlamingoRunner
+    from pf1m.models.flamingo.runner import FlamingoRunner
 
     device = "cpu" if args.smoke else "cuda"
     device_name = "cpu (smoke)" if args.smoke else torch.cuda.get_device_name()

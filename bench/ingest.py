@@ -77,8 +77,14 @@ def generate(work: Path, n: int, seed: int = 0) -> dict[str, Path]:
 
 def baseline(captions: Path, instances: Path, images: Path, out: Path, shard_size: int) -> int:
     """The plain loop: load everything, then write the same shards in one process."""
-    from ingest.phrasing import DEFAULT_PHRASING, box_lines, caption_response, choose, load_phrasing
-    from ingest.shards import _add
+    from pf1m.ingest.phrasing import (
+        DEFAULT_PHRASING,
+        box_lines,
+        caption_response,
+        choose,
+        load_phrasing,
+    )
+    from pf1m.ingest.shards import _add
 
     ph, _ = load_phrasing(DEFAULT_PHRASING)
     caps = json.loads(captions.read_text())
@@ -119,16 +125,16 @@ def baseline(captions: Path, instances: Path, images: Path, out: Path, shard_siz
 def _child(args: list[str]) -> None:
     """Runs one side in this (child) process; prints {"samples", "seconds"}."""
     side, captions, instances, images, out, shard_size = args
-    import ingest.phrasing  # noqa: F401  (imports are not the loop's time)
-    import ingest.shards  # noqa: F401
+    import pf1m.ingest.phrasing  # noqa: F401  (imports are not the loop's time)
+    import pf1m.ingest.shards  # noqa: F401
 
     if side == "baseline":
         start = time.perf_counter()
         n = baseline(Path(captions), Path(instances), Path(images), Path(out), int(shard_size))
         seconds = time.perf_counter() - start
     else:
-        from ingest.command import build_request
-        from ingest.run import ensure_ray, run_ingest
+        from pf1m.ingest.command import build_request
+        from pf1m.ingest.run import ensure_ray, run_ingest
 
         workers = 2 if side == "ingest-ray" else 1
         if workers > 1:
@@ -161,9 +167,9 @@ def reader_heap(src: dict[str, Path], work: Path) -> tuple[float, float]:
     `json.load` of the same two files: what streaming saves, without the interpreter's floor."""
     import tracemalloc
 
-    from ingest.command import build_request
-    from ingest.formats import READERS
-    from ingest.phrasing import DEFAULT_PHRASING, load_phrasing
+    from pf1m.ingest.command import build_request
+    from pf1m.ingest.formats import READERS
+    from pf1m.ingest.phrasing import DEFAULT_PHRASING, load_phrasing
 
     req = build_request(["coco-captions", "--src", str(src["captions"]), "--instances",
                          str(src["instances"]), "--images", str(src["images"]),

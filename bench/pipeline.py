@@ -18,16 +18,16 @@ import ray
 
 from bench.common import demo_inputs, emit, note
 from bench.rewriter import load_requests, rewriter_alone
-from filters import MODELS, PHASES, model_filters_for
-from jobs.cli import demo_model_overrides
-from pipeline.driver import Driver, absolutize, start_rewriters, start_scorers
-from pipeline.reader import read_samples
-from pipeline.storage import url_to_fs
-from pipeline.writer import RowGroupWriter
-from schemas.config import load_config
-from schemas.rows import OUTPUT_SCHEMA
+from pf1m.filters import MODELS, PHASES, model_filters_for
+from pf1m.jobs.cli import demo_model_overrides
+from pf1m.pipeline.driver import Driver, absolutize, start_rewriters, start_scorers
+from pf1m.pipeline.reader import read_samples
+from pf1m.pipeline.storage import url_to_fs
+from pf1m.pipeline.writer import RowGroupWriter
+from pf1m.schemas.config import load_config
+from pf1m.schemas.rows import OUTPUT_SCHEMA
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "pf1m" / "configs" / "demo.yaml"
 
 
 def scorer_alone(actor, name: str, items: list, call_size: int, concurrent: int) -> float:

@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 from bench.common import demo_inputs, emit, note
-from jobs.cli import demo_model_overrides
-from pipeline.commit import TMP_TAG
+from pf1m.jobs.cli import demo_model_overrides
+from pf1m.pipeline.commit import TMP_TAG
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def pf1m(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args, "--quiet"],
+        [sys.executable, "-m", "pf1m.jobs.cli", *args, "--quiet"],
         cwd=ROOT,
         env={**clean, **(env or {})},
         start_new_session=True,
@@ -59,7 +59,8 @@ def main() -> None:
         *demo_model_overrides(models["rewriter"].parent),
     ]
     sets.append(f"resources.shards_in_flight={args.in_flight}")
-    run = ["run", str(ROOT / "configs" / "demo.yaml"), *[a for s in sets for a in ("--set", s)]]
+    demo = str(ROOT / "pf1m" / "configs" / "demo.yaml")
+    run = ["run", demo, *[a for s in sets for a in ("--set", s)]]
     names = sorted(p.stem for p in shards_dir.glob("*.tar"))
     per_shard = {
         n: args.samples // args.shards + (i < args.samples % args.shards)

@@ -22,14 +22,14 @@ from pathlib import Path
 import ray
 
 from bench.common import demo_inputs, emit, note
-from pipeline.driver import Driver, absolutize, start_rewriters
-from pipeline.prompt import chat_messages, render_prompt, sample_seed
-from pipeline.reader import Sample, read_samples
-from schemas.config import RunConfig, load_config
-from schemas.rewrite import RewriteRequest
-from schemas.sample import TASKS
+from pf1m.pipeline.driver import Driver, absolutize, start_rewriters
+from pf1m.pipeline.prompt import chat_messages, render_prompt, sample_seed
+from pf1m.pipeline.reader import Sample, read_samples
+from pf1m.schemas.config import RunConfig, load_config
+from pf1m.schemas.rewrite import RewriteRequest
+from pf1m.schemas.sample import TASKS
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "pf1m" / "configs" / "demo.yaml"
 # (d): a rewrite instruction of the zero-shot preset's shape on the tiny chat model.
 CHAT_PROMPT = [
     "rewriter.prompt.style=chat",

@@ -8,16 +8,16 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.commit import commit_shard, now_iso, relpath, tmp_path
-from pipeline.manifest import package_versions, save_manifest
-from pipeline.stats import StatsBuilder
-from pipeline.storage import url_to_fs
-from pipeline.writer import RowGroupWriter
-from schemas.commit import InputFingerprint
-from schemas.config import config_hash, load_config
-from schemas.rows import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
-from schemas.run import RunManifest, ShardState
-from schemas.sample import TASKS
+from pf1m.pipeline.commit import commit_shard, now_iso, relpath, tmp_path
+from pf1m.pipeline.manifest import package_versions, save_manifest
+from pf1m.pipeline.stats import StatsBuilder
+from pf1m.pipeline.storage import url_to_fs
+from pf1m.pipeline.writer import RowGroupWriter
+from pf1m.schemas.commit import InputFingerprint
+from pf1m.schemas.config import config_hash, load_config
+from pf1m.schemas.rows import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
+from pf1m.schemas.run import RunManifest, ShardState
+from pf1m.schemas.sample import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = 17.0  # the paper's paragraph threshold, which the synthetic outputs follow
@@ -86,7 +86,7 @@ def build_run(out: str, samples: int, shards: int, seed: int = 0, side: int = 32
     fs, root = url_to_fs(out)
     fs.makedirs(root, exist_ok=True)
     cfg = load_config(
-        ROOT / "configs" / "demo.yaml",
+        ROOT / "pf1m" / "configs" / "demo.yaml",
         [f"input={root}/in/*.tar", f"output={root}", f"filters.clip_paragraph.threshold={CLIP}"],
     )
     hashed = cfg.hashed_view({name: "synthetic" for name in cfg.models()})

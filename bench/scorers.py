@@ -17,13 +17,13 @@ import ray
 import torch
 
 from bench.common import emit, note
-from demo.data import make_sample
-from demo.models import build_clip, link_sts
-from filters import clip_paragraph
-from filters.clip_paragraph import sentences, split_paragraphs
-from schemas.config import ClipParagraphFilter, load_config
+from pf1m.demo.data import make_sample
+from pf1m.demo.models import build_clip, link_sts
+from pf1m.filters import clip_paragraph
+from pf1m.filters.clip_paragraph import sentences, split_paragraphs
+from pf1m.schemas.config import ClipParagraphFilter, load_config
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "pf1m" / "configs" / "demo.yaml"
 THREADS = 2  # the two cores, on both sides
 STS_TASKS = ("caption", "region_caption", "change_caption")
 
@@ -104,7 +104,7 @@ def main() -> None:
     clip_single = len(citems) / (time.monotonic() - start)
     del model, scorer
 
-    from actors.scorer import ScorerActor
+    from pf1m.actors.scorer import ScorerActor
 
     ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     actor = ray.remote(ScorerActor).options(max_concurrency=4096, num_cpus=2).remote(

@@ -7,23 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from schemas.config import RunConfig, load_config
+from pf1m.schemas.config import RunConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
-PAPER_CONFIG = ROOT / "configs" / "paper.yaml"
+DEMO_CONFIG = ROOT / "pf1m" / "configs" / "demo.yaml"
+PAPER_CONFIG = ROOT / "pf1m" / "configs" / "paper.yaml"
 
 
 @pytest.fixture(scope="session")
 def demo_models(tmp_path_factory) -> dict[str, Path]:
-    from demo.models import build_all
+    from pf1m.demo.models import build_all
 
     return build_all(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
 def demo_shards(tmp_path_factory) -> Path:
-    from demo.data import write_shards
+    from pf1m.demo.data import write_shards
 
     out = tmp_path_factory.mktemp("shards")
     write_shards(out, samples=84, shards=4, seed=0)
@@ -31,7 +31,7 @@ def demo_shards(tmp_path_factory) -> Path:
 
 
 def demo_config(shards: Path, models: dict[str, Path], out: Path, *extra: str) -> RunConfig:
-    from jobs.cli import demo_model_overrides
+    from pf1m.jobs.cli import demo_model_overrides
 
     overrides = [f"input={shards}/*.tar", f"output={out}"]
     overrides += demo_model_overrides(models["rewriter"].parent)
@@ -51,7 +51,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def scorers(ray_local, demo_models, demo_shards, tmp_path_factory):
     """One scorer actor holding the four tiny/real scorer models, for the whole session."""
-    from pipeline.driver import absolutize, start_scorers
+    from pf1m.pipeline.driver import absolutize, start_scorers
 
     cfg = absolutize(demo_config(demo_shards, demo_models, tmp_path_factory.mktemp("unused")))
     by_name = start_scorers(cfg, "tests")
@@ -86,7 +86,7 @@ def chat_demo_config(shards: Path, models: dict[str, Path], out: Path, *extra: s
 @pytest.fixture(scope="session")
 def chat_rewriter(ray_local, demo_models, demo_shards, tmp_path_factory):
     """One vLLM replica of the tiny chat model for the whole session (the only other engine)."""
-    from pipeline.driver import absolutize, start_rewriters
+    from pf1m.pipeline.driver import absolutize, start_rewriters
 
     out = tmp_path_factory.mktemp("unused")
     cfg = absolutize(chat_demo_config(demo_shards, demo_models, out))
@@ -100,7 +100,7 @@ def chat_rewriter(ray_local, demo_models, demo_shards, tmp_path_factory):
 @pytest.fixture(scope="session")
 def rewriter(ray_local, demo_models, demo_shards, tmp_path_factory):
     """One replica for the whole session, started from the demo config."""
-    from pipeline.driver import absolutize, start_rewriters
+    from pf1m.pipeline.driver import absolutize, start_rewriters
 
     cfg = absolutize(demo_config(demo_shards, demo_models, tmp_path_factory.mktemp("unused")))
     handles = start_rewriters(cfg, "tests")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from schemas.config import Flamingo
+from pf1m.schemas.config import Flamingo
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "flamingo-ref" / "dev"
 REFERENCE = FIXTURE / "reference.json"
@@ -120,7 +120,7 @@ def one_thread():
 def load_released():
     """The fixture's released (gen1) layout through the real loading path, in fp32 on the CPU,
     with the reference's added lm_head rows."""
-    from models.flamingo import FlamingoRunner
+    from pf1m.models.flamingo import FlamingoRunner
 
     fields = rewriter_fields()
     return FlamingoRunner.load(

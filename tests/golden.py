@@ -57,9 +57,9 @@ def snapshot(out: Path) -> dict[str, Any]:
 
 
 def run_golden(shards: Path, models: dict[str, Path], out: Path, *extra: str):
-    from pipeline.audit import audit
-    from pipeline.driver import Driver
-    from pipeline.storage import url_to_fs
+    from pf1m.pipeline.audit import audit
+    from pf1m.pipeline.driver import Driver
+    from pf1m.pipeline.storage import url_to_fs
     from tests.conftest import demo_config
 
     cfg = demo_config(shards, models, out, *SETTINGS, *extra)
@@ -78,8 +78,8 @@ def main() -> int:
 
     import ray
 
-    from demo.data import write_shards
-    from demo.models import build_all
+    from pf1m.demo.data import write_shards
+    from pf1m.demo.models import build_all
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

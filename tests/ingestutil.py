@@ -8,9 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ingest.command import build_request  # noqa: F401  (re-exported for the tests)
-from ingest.run import IngestOutcome, run_ingest
-from pipeline.reader import Bad, Sample, read_samples
+from pf1m.ingest.command import build_request  # noqa: F401  (re-exported for the tests)
+from pf1m.ingest.run import IngestOutcome, run_ingest
+from pf1m.pipeline.reader import Bad, Sample, read_samples
 
 COLOURS = [(200, 40, 40), (40, 160, 60), (40, 60, 200), (220, 200, 40), (120, 60, 160)]
 

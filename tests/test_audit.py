@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.cli import main
-from pipeline.driver import Driver
-from schemas.run import ExitCode
+from pf1m.jobs.cli import main
+from pf1m.pipeline.driver import Driver
+from pf1m.schemas.run import ExitCode
 from tests.conftest import ROOT, demo_config
 from tests.tarutil import png, record, write_tar
 
@@ -184,7 +184,7 @@ def test_refilter_counts_unscored_rows_and_loads_no_model(run_dir, tmp_path):
     modules the command imported."""
     new = tmp_path / "wide"
     code = (
-        "import sys; from jobs.cli import main; "
+        "import sys; from pf1m.jobs.cli import main; "
         f"rc = main(['refilter', {str(run_dir)!r}, '--set', 'filters.length.max_words=60', "
         f"'--to', {str(new)!r}]); "
         "heavy = [m for m in ('torch', 'vllm', 'transformers', 'sentence_transformers', "

@@ -3,9 +3,9 @@
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.driver import Driver
-from schemas.rows import OUTPUT_SCHEMA
-from schemas.run import ExitCode
+from pf1m.pipeline.driver import Driver
+from pf1m.schemas.rows import OUTPUT_SCHEMA
+from pf1m.schemas.run import ExitCode
 from tests.conftest import demo_config
 
 pytestmark = pytest.mark.slow

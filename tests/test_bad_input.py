@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.driver import Driver
-from schemas.run import ExitCode
+from pf1m.pipeline.driver import Driver
+from pf1m.schemas.run import ExitCode
 from tests.conftest import demo_config
 from tests.tarutil import png, record, write_tar
 

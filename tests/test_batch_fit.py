@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.batch_fit import BatchDoesNotFit, Shape, fit_batch, kv_bytes_per_sample
+from pf1m.pipeline.batch_fit import BatchDoesNotFit, Shape, fit_batch, kv_bytes_per_sample
 
 GIB = 1 << 30
 LLAMA_7B_FP16 = Shape(layers=32, hidden=4096, dtype_bytes=2)

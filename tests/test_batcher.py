@@ -2,7 +2,7 @@
 
 import asyncio
 
-from actors.batcher import MicroBatcher
+from pf1m.actors.batcher import MicroBatcher
 
 
 def run(coro):

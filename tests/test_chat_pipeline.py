@@ -14,14 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from jobs.cli import main as pf1m
-from pipeline.chat_template import ChatRenderer
-from pipeline.driver import Driver, absolutize
-from pipeline.prompt import chat_messages, sample_seed
-from pipeline.reader import read_samples
-from pipeline.shard import RunContext, output_row
-from schemas.rewrite import RewriteRequest
-from schemas.run import ExitCode
+from pf1m.jobs.cli import main as pf1m
+from pf1m.pipeline.chat_template import ChatRenderer
+from pf1m.pipeline.driver import Driver, absolutize
+from pf1m.pipeline.prompt import chat_messages, sample_seed
+from pf1m.pipeline.reader import read_samples
+from pf1m.pipeline.shard import RunContext, output_row
+from pf1m.schemas.rewrite import RewriteRequest
+from pf1m.schemas.run import ExitCode
 from tests.conftest import chat_demo_config
 from tests.tarutil import png, record, write_tar
 
@@ -116,7 +116,7 @@ def test_an_unclosed_thinking_block_is_rejected_and_enable_thinking_turns_it_off
     row's reasoning. Off, the template closes an empty block and the completion starts outside
     it. The transformers replica in-process, on the tiny chat model (seeded, so the random
     weights give the same 24 tokens every run)."""
-    from actors.transformers_rewriter import TransformersRewriter
+    from pf1m.actors.transformers_rewriter import TransformersRewriter
 
     template = f"rewriter.prompt.chat_template={PROMPTS / 'thinking.jinja'}"
     with open(sorted(demo_shards.glob("*.tar"))[0], "rb") as f:
@@ -151,7 +151,7 @@ def test_the_transformers_backend_refuses_an_image_too_large_for_the_context(
 ):
     """The same rule on the transformers backend (in-process): the oversized request fails
     alone with its token count, its batch-mate is generated."""
-    from actors.transformers_rewriter import TransformersRewriter
+    from pf1m.actors.transformers_rewriter import TransformersRewriter
 
     cfg = chat_demo_config(demo_shards, demo_models, tmp_path)
     replica = TransformersRewriter(cfg.rewriter, 0, cpu_threads=1)

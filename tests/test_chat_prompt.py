@@ -10,25 +10,25 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.chat_template import FIELD, ChatRenderer, NoChatTemplate
-from pipeline.prompt import ImageCountMismatch, chat_messages, split_reasoning
-from pipeline.reader import Sample
-from pipeline.shard import RunContext, output_row
-from schemas.config import (
+from pf1m.pipeline.chat_template import FIELD, ChatRenderer, NoChatTemplate
+from pf1m.pipeline.prompt import ImageCountMismatch, chat_messages, split_reasoning
+from pf1m.pipeline.reader import Sample
+from pf1m.pipeline.shard import RunContext, output_row
+from pf1m.schemas.config import (
     ConfigError,
     RunConfig,
     config_hash,
     load_config,
     migrate_flat_prompt,
 )
-from schemas.rewrite import RewriteResult
-from schemas.run import RunManifest
-from schemas.sample import InputSample
+from pf1m.schemas.rewrite import RewriteResult
+from pf1m.schemas.run import RunManifest
+from pf1m.schemas.sample import InputSample
 from tests.conftest import DEMO_CONFIG, PAPER_CONFIG, ROOT
 
 PROMPTS = Path(__file__).parent / "data" / "prompts"
 EXPECTED = json.loads((PROMPTS / "expected.json").read_text())
-ZERO_SHOT = ROOT / "configs" / "zero-shot-qwen2.5-vl.yaml"
+ZERO_SHOT = ROOT / "pf1m" / "configs" / "zero-shot-qwen2.5-vl.yaml"
 TEMPLATE = "Question: {instruction}\nDraft answer: {raw}\nRewrite the draft."
 CHAT = [
     "rewriter.prompt.style=chat",
@@ -157,7 +157,7 @@ def _image_tokens(cfg: RunConfig, image: bytes) -> int:
 def test_max_pixels_changes_the_number_of_image_tokens(demo_models):
     """96 x 96 becomes 84 x 84 (9 tokens of 28 x 28) under the model's own range; capped at
     4000 pixels it is 56 x 56, 4 tokens. vLLM gets the same sizes as mm_processor_kwargs."""
-    from actors.vllm_rewriter import vllm_engine_kwargs
+    from pf1m.actors.vllm_rewriter import vllm_engine_kwargs
 
     image = png(96)
     default = chat_config(demo_models["chat"])
@@ -170,7 +170,7 @@ def test_max_pixels_changes_the_number_of_image_tokens(demo_models):
 
 def test_a_model_without_a_chat_template_fails_at_start_naming_the_field(demo_models):
     """The tiny LLaVA ships none: the renderer, and so the replica before its engine, refuse."""
-    from actors.vllm_rewriter import VllmRewriter
+    from pf1m.actors.vllm_rewriter import VllmRewriter
 
     cfg = chat_config(demo_models["rewriter"])
     with pytest.raises(NoChatTemplate, match=FIELD.replace(".", r"\.")):
@@ -227,10 +227,10 @@ def test_chat_settings_that_cannot_run_are_refused(extra, message):
 
 
 FINGERPRINTS = {n: f"fp-{n}" for n in ("rewriter", "sts", "nli", "clip_paragraph", "reward")}
-# config_hash(load_config("configs/demo.yaml").hashed_view(FINGERPRINTS)) computed by the code
+# config_hash(load_config("pf1m/configs/demo.yaml").hashed_view(FINGERPRINTS)) computed by the code
 # before the prompt block (flat rewriter.system/template/answer_marker): at commit 07e0ace, and
 # equally at b90ecfc once the hashed view drops its `flamingo: null`, a field added later and
-# left at its default (schemas/hashed_view.py).
+# left at its default (pf1m/schemas/hashed_view.py).
 DEMO_HASH_BEFORE_PROMPT_BLOCK = "de89beeef6bb5102"
 
 
@@ -279,7 +279,7 @@ def test_audit_and_refilter_read_a_version_2_run(tmp_path, capsys):
 
     import pyarrow.parquet as pq
 
-    from jobs.cli import main as pf1m
+    from pf1m.jobs.cli import main as pf1m
 
     old = tmp_path / "old"
     shutil.copytree(Path(__file__).parent / "data" / "run-before-revisions" / "run", old)
@@ -306,8 +306,8 @@ def test_audit_and_refilter_read_a_version_2_run(tmp_path, capsys):
 def test_pf1m_prompt_prints_the_rendered_prompt_and_the_images(demo_models, demo_shards, capsys):
     """`pf1m prompt CONFIG --sample SHARD:KEY`: the prompt the replica sends, verbatim between
     markers, then each image with its size and image-token count. Processor only."""
-    from jobs.cli import main as pf1m
-    from pipeline.reader import read_samples
+    from pf1m.jobs.cli import main as pf1m
+    from pf1m.pipeline.reader import read_samples
 
     with open(demo_shards / "00001.tar", "rb") as f:
         sample = next(s for s in read_samples(f) if len(s.images) == 1)
@@ -331,8 +331,8 @@ def test_pf1m_run_refuses_a_model_without_a_chat_template_before_any_work(
     demo_models, demo_shards, tmp_path, capsys
 ):
     """Before Ray starts and before OUT exists: exit 2, naming the field."""
-    from jobs.cli import demo_model_overrides
-    from jobs.cli import main as pf1m
+    from pf1m.jobs.cli import demo_model_overrides
+    from pf1m.jobs.cli import main as pf1m
 
     out = tmp_path / "out"
     sets = [f"input={demo_shards}/*.tar", f"output={out}"]

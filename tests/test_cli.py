@@ -6,7 +6,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.cli import demo_model_overrides
+from pf1m.jobs.cli import demo_model_overrides
 from tests.conftest import DEMO_CONFIG, ROOT
 
 pytestmark = pytest.mark.slow
@@ -16,7 +16,7 @@ def test_pf1m_run_smoke(demo_models, demo_shards, tmp_path):
     out = tmp_path / "out"
     models = [a for o in demo_model_overrides(demo_models["rewriter"].parent) for a in ("--set", o)]
     cmd = [
-        sys.executable, "-m", "jobs.cli", "run", str(DEMO_CONFIG),
+        sys.executable, "-m", "pf1m.jobs.cli", "run", str(DEMO_CONFIG),
         "--set", f"input={demo_shards}/*.tar", "--set", f"output={out}", *models,
         "--max-shards", "2", "--limit", "5",
     ]  # fmt: skip
@@ -43,7 +43,7 @@ def test_a_model_that_cannot_load_is_a_clear_error(demo_models, demo_shards, tmp
     (tmp_path / "not-a-model").mkdir()
     models = [a for o in demo_model_overrides(demo_models["rewriter"].parent) for a in ("--set", o)]
     cmd = [
-        sys.executable, "-m", "jobs.cli", "run", str(DEMO_CONFIG),
+        sys.executable, "-m", "pf1m.jobs.cli", "run", str(DEMO_CONFIG),
         "--set", f"input={demo_shards}/*.tar", "--set", f"output={tmp_path / 'out'}", *models,
         "--set", f"filters.nli.model={tmp_path / 'not-a-model'}", "--quiet",
         "--set", "rewriter.backend=transformers",  # no engine to start: the scorer is the point

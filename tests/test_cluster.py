@@ -17,7 +17,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.cli import demo_model_overrides
+from pf1m.jobs.cli import demo_model_overrides
 from tests.conftest import DEMO_CONFIG, ROOT
 
 pytestmark = pytest.mark.slow
@@ -87,7 +87,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster_shards(tmp_path_factory) -> Path:
-    from demo.data import write_shards
+    from pf1m.demo.data import write_shards
 
     out = tmp_path_factory.mktemp("cluster-shards")
     write_shards(out, samples=48, shards=6, seed=0)
@@ -107,7 +107,7 @@ def sets(shards: Path, models: dict, out: Path, *extra: str) -> list[str]:
 
 def pf1m(cluster, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=cluster["env"],
+        [sys.executable, "-m", "pf1m.jobs.cli", *args], cwd=ROOT, env=cluster["env"],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -164,7 +164,8 @@ def test_pf1m_submit_spreads_replicas_and_reports(cluster, demo_models, cluster_
 def test_plain_ray_job_submit_works_too(cluster, demo_models, cluster_shards, tmp_path):
     out = tmp_path / "out"
     cmd = [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT),
-           "--no-wait", "--", "python", "-m", "jobs.rewrite", "--config", "configs/demo.yaml",
+           "--no-wait", "--", "python", "-m", "pf1m.jobs.rewrite",
+           "--config", "pf1m/configs/demo.yaml",
            *sets(cluster_shards, demo_models, out)]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, env=cluster["env"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.commit import (
+from pf1m.pipeline.commit import (
     KINDS,
     clean_shard,
     commit_shard,
@@ -12,8 +12,8 @@ from pipeline.commit import (
     tmp_path,
     verify,
 )
-from pipeline.storage import url_to_fs
-from schemas.commit import InputFingerprint
+from pf1m.pipeline.storage import url_to_fs
+from pf1m.schemas.commit import InputFingerprint
 
 FP = InputFingerprint(url="file:///in/a.tar", size=10, mtime="1")
 

@@ -5,14 +5,14 @@ import sys
 
 import pytest
 
-from schemas.config import ConfigError, config_hash, load_config
+from pf1m.schemas.config import ConfigError, config_hash, load_config
 from tests.conftest import DEMO_CONFIG, PAPER_CONFIG, ROOT
 
 
 def test_presets_validate():
     paper = load_config(PAPER_CONFIG)
     demo = load_config(DEMO_CONFIG)
-    flamingo = load_config(ROOT / "configs" / "demo-flamingo.yaml")
+    flamingo = load_config(ROOT / "pf1m" / "configs" / "demo-flamingo.yaml")
     d = paper.rewriter.decoding  # the paper's decoding, exactly
     assert (d.max_tokens, d.beam_width, d.temperature, d.top_k, d.top_p) == (1024, 3, 1.0, 20, 0.9)
     assert (d.length_penalty, d.no_repeat_ngram_size) == (1.0, 3)
@@ -104,9 +104,10 @@ def test_hash_ignores_resources_but_not_thresholds():
 
 def test_cli_refuses_bad_config_before_any_work(tmp_path):
     out = tmp_path / "out"
+    cli, job = [sys.executable, "-m", "pf1m.jobs.cli"], [sys.executable, "-m", "pf1m.jobs.rewrite"]
     for cmd in (
-        [sys.executable, "-m", "jobs.cli", "run", str(DEMO_CONFIG), "--set", "resources.nope=1"],
-        [sys.executable, "-m", "jobs.rewrite", "--config", str(DEMO_CONFIG), "--set", "seed=x"],
+        [*cli, "run", str(DEMO_CONFIG), "--set", "resources.nope=1"],
+        [*job, "--config", str(DEMO_CONFIG), "--set", "seed=x"],
     ):
         proc = subprocess.run(
             [*cmd, "--set", f"output={out}"], cwd=ROOT, capture_output=True, text=True

@@ -12,18 +12,18 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from export.card import read_front_matter
-from export.importer import import_pf1m
-from export.job import MultiTurnRequest, export_run
-from export.packing import TokenCounter, load_tokenizer
-from jobs.cli import main
-from pipeline.driver import Driver
-from schemas.export import Pf1mRecord, load_export_config
-from schemas.run import ExitCode
+from pf1m.export.card import read_front_matter
+from pf1m.export.importer import import_pf1m
+from pf1m.export.job import MultiTurnRequest, export_run
+from pf1m.export.packing import TokenCounter, load_tokenizer
+from pf1m.jobs.cli import main
+from pf1m.pipeline.driver import Driver
+from pf1m.schemas.export import Pf1mRecord, load_export_config
+from pf1m.schemas.run import ExitCode
 from tests.conftest import ROOT, demo_config
 
 pytestmark = pytest.mark.slow
-SETTINGS = load_export_config(ROOT / "configs" / "export.yaml")
+SETTINGS = load_export_config(ROOT / "pf1m" / "configs" / "export.yaml")
 
 
 @pytest.fixture(scope="module")

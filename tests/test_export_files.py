@@ -12,15 +12,15 @@ import pytest
 from PIL import Image
 
 from bench.runs import build_run
-from export.importer import import_pf1m
-from export.job import export_run
-from jobs.cli import main
-from schemas.config import ConfigError
-from schemas.export import ExportManifest, Pf1mRecord, load_export_config
-from schemas.run import ExitCode
+from pf1m.export.importer import import_pf1m
+from pf1m.export.job import export_run
+from pf1m.jobs.cli import main
+from pf1m.schemas.config import ConfigError
+from pf1m.schemas.export import ExportManifest, Pf1mRecord, load_export_config
+from pf1m.schemas.run import ExitCode
 from tests.conftest import ROOT
 
-SETTINGS = load_export_config(ROOT / "configs" / "export.yaml")
+SETTINGS = load_export_config(ROOT / "pf1m" / "configs" / "export.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def test_a_released_pf1m_file_imports_with_derived_fields(tmp_path):
 
 
 def test_the_dataset_card_counts_equal_stats_json(run_dir, tmp_path):
-    from export.card import read_front_matter
+    from pf1m.export.card import read_front_matter
 
     dest = tmp_path / "hf"
     export_run(str(run_dir), "hf", str(dest), SETTINGS)
@@ -242,8 +242,8 @@ def test_records_that_cannot_come_back_are_quarantined_by_uid(run_dir, tmp_path)
 
 
 def test_mix_reads_export_folders_by_id(run_dir, tmp_path):
-    from export.mixing import mix
-    from schemas.export import MixSettings
+    from pf1m.export.mixing import mix
+    from pf1m.schemas.export import MixSettings
 
     dirs = {}
     for fmt in ("pf1m-json", "llava", "hf"):

@@ -9,17 +9,17 @@ from collections import Counter
 
 import pytest
 
-from export import layouts
-from export.importer import derive_task, paragraphs_of, resolve_image, shard_batches
-from export.jsonstream import iter_json_records
-from export.mixing import mix, select
-from export.packing import pack
-from pipeline.storage import url_to_fs
-from schemas.config import ConfigError
-from schemas.export import MixSettings, Pf1mRecord, load_export_config
+from pf1m.export import layouts
+from pf1m.export.importer import derive_task, paragraphs_of, resolve_image, shard_batches
+from pf1m.export.jsonstream import iter_json_records
+from pf1m.export.mixing import mix, select
+from pf1m.export.packing import pack
+from pf1m.pipeline.storage import url_to_fs
+from pf1m.schemas.config import ConfigError
+from pf1m.schemas.export import MixSettings, Pf1mRecord, load_export_config
 from tests.conftest import ROOT
 
-SETTINGS = load_export_config(ROOT / "configs" / "export.yaml")
+SETTINGS = load_export_config(ROOT / "pf1m" / "configs" / "export.yaml")
 
 
 # ------------------------------------------------------------------ packing
@@ -172,7 +172,7 @@ def test_image_paths_from_data_stay_inside_the_export():
 
 
 def test_json_stream_reads_arrays_and_lines_in_small_chunks(monkeypatch):
-    import export.jsonstream as js
+    import pf1m.export.jsonstream as js
 
     monkeypatch.setattr(js, "_CHUNK", 5)
     data = [{"a": "x" * 40, "n": 123456789}, {"b": [1, 2, {"c": None}]}, {"u": "é ✓"}]
@@ -233,10 +233,10 @@ def test_own_exports_come_back_in_their_shards_released_ones_by_size():
 
 
 def test_card_models_carry_recorded_revisions_and_degrade_without():
-    from export.card import models
-    from schemas.config import load_config
+    from pf1m.export.card import models
+    from pf1m.schemas.config import load_config
 
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+    cfg = load_config(ROOT / "pf1m" / "configs" / "demo.yaml", [
         "filters.reward.model=OpenAssistant/reward-model-deberta-v3-large-v2",
         "filters.nli.model=cross-encoder/nli-deberta-v3-base@abc123",
     ])  # fmt: skip
@@ -253,7 +253,7 @@ def test_card_models_carry_recorded_revisions_and_degrade_without():
 
 
 def test_reasoning_rides_in_the_pf1m_object_and_version_2_rows_have_none(tmp_path):
-    from export.importer import _Importer
+    from pf1m.export.importer import _Importer
 
     (tmp_path / "i.png").write_bytes(b"\x89PNG....")
     fs, root = url_to_fs(str(tmp_path))
@@ -266,7 +266,7 @@ def test_reasoning_rides_in_the_pf1m_object_and_version_2_rows_have_none(tmp_pat
 
 
 def test_mix_command_line(tmp_path, capsys):
-    from jobs.cli import main
+    from pf1m.jobs.cli import main
 
     args = ["mix", "--to", str(tmp_path / "m"), "--seed", "1"]
     for name, n in (("pf1m", 200), ("llava", 50), ("text", 30)):
@@ -280,7 +280,7 @@ def test_mix_command_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["export", "import-pf1m", "mix"])
 def test_help_prints_with_an_example(command, capsys):
-    from jobs.cli import main
+    from pf1m.jobs.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

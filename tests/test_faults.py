@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from jobs.cli import demo_model_overrides
-from pipeline.audit import audit
-from pipeline.commit import TMP_TAG
-from pipeline.driver import Driver
-from pipeline.lock import LOCK
-from schemas.commit import CommitMarker
-from schemas.run import ExitCode
+from pf1m.jobs.cli import demo_model_overrides
+from pf1m.pipeline.audit import audit
+from pf1m.pipeline.commit import TMP_TAG
+from pf1m.pipeline.driver import Driver
+from pf1m.pipeline.lock import LOCK
+from pf1m.schemas.commit import CommitMarker
+from pf1m.schemas.run import ExitCode
 from tests.conftest import DEMO_CONFIG, ROOT, demo_config
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ DETERMINISTIC = (
 
 @pytest.fixture(scope="module")
 def small_shards(tmp_path_factory) -> Path:
-    from demo.data import write_shards
+    from pf1m.demo.data import write_shards
 
     out = tmp_path_factory.mktemp("fault-shards")
     write_shards(out, samples=24, shards=len(SHARDS), seed=0)
@@ -81,7 +81,7 @@ def assert_complete(out: Path, reference: dict[str, dict]) -> None:
 def cli(*args: str, env: dict | None = None, **popen) -> subprocess.Popen:
     """`pf1m ...` in its own process group, as a user would start it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", *args, "--quiet"],
+        [sys.executable, "-m", "pf1m.jobs.cli", *args, "--quiet"],
         cwd=ROOT,
         env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **(env or {})},
         start_new_session=True,

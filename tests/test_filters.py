@@ -2,11 +2,11 @@
 
 import pytest
 
-from filters import decide_rules
-from filters.change import normalize
-from filters.rouge import rouge_l
-from pipeline.prompt import extract_answer
-from schemas.config import load_config
+from pf1m.filters import decide_rules
+from pf1m.filters.change import normalize
+from pf1m.filters.rouge import rouge_l
+from pf1m.pipeline.prompt import extract_answer
+from pf1m.schemas.config import load_config
 from tests.conftest import PAPER_CONFIG
 
 

@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from transformers import NoRepeatNGramLogitsProcessor
 
-from models.flamingo import FlamingoRunner
-from models.flamingo.cross_attention import media_index
-from models.flamingo.images import vision_batch
-from models.flamingo.model import mask_positions
-from models.flamingo.ngram import NoRepeatNGram
+from pf1m.models.flamingo import FlamingoRunner
+from pf1m.models.flamingo.cross_attention import media_index
+from pf1m.models.flamingo.images import vision_batch
+from pf1m.models.flamingo.model import mask_positions
+from pf1m.models.flamingo.ngram import NoRepeatNGram
 from tests.flamingofiles import (
     FIXTURE,
     load_released,

@@ -4,7 +4,7 @@ account for (from key names and shapes only), naming the group, tensor or file. 
 import pytest
 import torch
 
-from models.flamingo import FlamingoLoadError, FlamingoRunner, precheck
+from pf1m.models.flamingo import FlamingoLoadError, FlamingoRunner, precheck
 from tests.flamingofiles import (
     FIXTURE,
     OF_FILE,

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs.cli import main
-from models.flamingo import FlamingoLoadError, FlamingoRunner, precheck
-from models.flamingo.merge import merge
-from schemas.config import Flamingo
+from pf1m.jobs.cli import main
+from pf1m.models.flamingo import FlamingoLoadError, FlamingoRunner, precheck
+from pf1m.models.flamingo.merge import merge
+from pf1m.schemas.config import Flamingo
 from tests.conftest import DEMO_CONFIG
 from tests.flamingofiles import (
     FIXTURE,

@@ -1,4 +1,4 @@
-"""`configs/demo-flamingo.yaml` end to end: the tiny Polite Flamingo that `pf1m demo-models`
+"""`pf1m/configs/demo-flamingo.yaml` end to end: the tiny Polite Flamingo that `pf1m demo-models`
 builds, in the released file layout, as a `flamingo` replica on the session's local Ray, with
 the demo's scorers, commits and `pf1m audit`. About 40 s."""
 
@@ -7,15 +7,15 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.cli import demo_model_overrides, main
-from pipeline.driver import Driver
-from schemas.config import load_config
-from schemas.run import ExitCode
+from pf1m.jobs.cli import demo_model_overrides, main
+from pf1m.pipeline.driver import Driver
+from pf1m.schemas.config import load_config
+from pf1m.schemas.run import ExitCode
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-PRESET = ROOT / "configs" / "demo-flamingo.yaml"
+PRESET = ROOT / "pf1m" / "configs" / "demo-flamingo.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from jobs.cli import demo_model_overrides, main
+from pf1m.jobs.cli import demo_model_overrides, main
 from tests.conftest import ROOT
 from tests.flamingofiles import REFUSALS, write_refusal
 
-PRESET = ROOT / "configs" / "demo-flamingo.yaml"
+PRESET = ROOT / "pf1m" / "configs" / "demo-flamingo.yaml"
 
 
 def sets(fields: dict) -> list[str]:

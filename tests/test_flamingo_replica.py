@@ -7,15 +7,15 @@ import asyncio
 
 import pytest
 
-from actors.flamingo_rewriter import IMAGE_TOKEN, FlamingoRewriter
-from demo.data import make_sample
-from jobs.cli import demo_model_overrides
-from pipeline.prompt import sample_seed
-from schemas.config import load_config
-from schemas.rewrite import RewriteRequest
+from pf1m.actors.flamingo_rewriter import IMAGE_TOKEN, FlamingoRewriter
+from pf1m.demo.data import make_sample
+from pf1m.jobs.cli import demo_model_overrides
+from pf1m.pipeline.prompt import sample_seed
+from pf1m.schemas.config import load_config
+from pf1m.schemas.rewrite import RewriteRequest
 from tests.conftest import ROOT
 
-PRESET = ROOT / "configs" / "demo-flamingo.yaml"
+PRESET = ROOT / "pf1m" / "configs" / "demo-flamingo.yaml"
 NEVER_S = 3600  # a request timeout no real request reaches: only the fault point fires it
 
 

@@ -5,9 +5,9 @@ About 3 s."""
 import torch
 from PIL import Image
 
-from models.flamingo import FlamingoRunner, precheck
-from models.flamingo.tiny import build_tiny, tiny_rewriter_fields
-from schemas.config import Flamingo
+from pf1m.models.flamingo import FlamingoRunner, precheck
+from pf1m.models.flamingo.tiny import build_tiny, tiny_rewriter_fields
+from pf1m.schemas.config import Flamingo
 from tests.flamingofiles import one_thread
 
 PROMPT = "### Human: What is shown? <image><|endofchunk|>\n### Assistent: (Revised Response): "

@@ -3,8 +3,8 @@ rows, stats and audited figures, and refilter with no change reproduces every de
 
 import pytest
 
-from pipeline.refilter import refilter
-from schemas.run import ExitCode
+from pf1m.pipeline.refilter import refilter
+from pf1m.schemas.run import ExitCode
 from tests.golden import load, run_golden, snapshot
 
 pytestmark = pytest.mark.slow

@@ -13,12 +13,12 @@ import tracemalloc
 import pytest
 from PIL import Image
 
-from ingest.formats import READERS
-from ingest.phrasing import DEFAULT_PHRASING, choose, load_phrasing
-from jobs.cli import main
-from pipeline.commit import TMP_TAG
-from schemas.config import ConfigError
-from schemas.ingest import IngestManifest
+from pf1m.ingest.formats import READERS
+from pf1m.ingest.phrasing import DEFAULT_PHRASING, choose, load_phrasing
+from pf1m.jobs.cli import main
+from pf1m.pipeline.commit import TMP_TAG
+from pf1m.schemas.config import ConfigError
+from pf1m.schemas.ingest import IngestManifest
 from tests import ingestutil as u
 from tests.conftest import ROOT
 
@@ -195,7 +195,7 @@ def test_an_ingest_killed_at_a_commit_step_resumes_to_the_same_shards(tmp_path, 
     u.ingest("vqa-v2", clean, *_vqa_args(src))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PF1M_FAULT_KILL"] = f"{step}:00001"
-    cmd = [sys.executable, "-m", "jobs.cli", "ingest", "vqa-v2", "--out", str(out),
+    cmd = [sys.executable, "-m", "pf1m.jobs.cli", "ingest", "vqa-v2", "--out", str(out),
            "--quiet", *_vqa_args(src)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, start_new_session=True)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]

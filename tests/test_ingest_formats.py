@@ -1,5 +1,5 @@
 """`pf1m ingest`, format by format: tiny sources in each release's real JSON layout go in, the
-shards come out, and the pipeline's own reader (`pipeline/reader.py`) reads them back: schema,
+shards come out, and the pipeline's own reader (`pf1m/pipeline/reader.py`) reads them back: schema,
 task, source, images in order and as stored, the paper's templates. No Ray, no model."""
 
 import csv
@@ -9,9 +9,9 @@ import json
 import pytest
 from PIL import Image
 
-from ingest.formats.vqa import most_frequent
-from schemas.ingest import IngestManifest
-from schemas.sample import InputSample
+from pf1m.ingest.formats.vqa import most_frequent
+from pf1m.schemas.ingest import IngestManifest
+from pf1m.schemas.sample import InputSample
 from tests import ingestutil as u
 
 BOX_INTRO = (

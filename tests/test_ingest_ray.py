@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from pipeline.driver import Driver
-from schemas.ingest import IngestManifest
-from schemas.run import ExitCode
+from pf1m.pipeline.driver import Driver
+from pf1m.schemas.ingest import IngestManifest
+from pf1m.schemas.run import ExitCode
 from tests import ingestutil as u
 from tests.conftest import demo_config
 

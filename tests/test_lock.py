@@ -7,10 +7,10 @@ import time
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.commit import sweep_temporaries
-from pipeline.commit import tmp_path as temporary_of
-from pipeline.lock import LOCK, LockHeld, RunLockFile
-from schemas.run import RunLock
+from pf1m.pipeline.commit import sweep_temporaries
+from pf1m.pipeline.commit import tmp_path as temporary_of
+from pf1m.pipeline.lock import LOCK, LockHeld, RunLockFile
+from pf1m.schemas.run import RunLock
 
 
 def lock_at(root, run_id="r1", ttl=60.0) -> RunLockFile:

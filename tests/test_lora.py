@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 
-from actors.transformers_rewriter import TransformersRewriter
-from actors.vllm_rewriter import VllmRewriter
-from jobs.cli import demo_model_overrides
-from pipeline.fingerprint import model_fingerprint
-from schemas.config import load_config
-from schemas.rewrite import RewriteRequest
+from pf1m.actors.transformers_rewriter import TransformersRewriter
+from pf1m.actors.vllm_rewriter import VllmRewriter
+from pf1m.jobs.cli import demo_model_overrides
+from pf1m.pipeline.fingerprint import model_fingerprint
+from pf1m.schemas.config import load_config
+from pf1m.schemas.rewrite import RewriteRequest
 from tests.conftest import DEMO_CONFIG
 
 pytestmark = pytest.mark.slow

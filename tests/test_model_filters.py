@@ -2,10 +2,10 @@
 
 import pytest
 
-from filters import clip_paragraph, decide_models, nli, reward, sts
-from filters.clip_paragraph import rebuild_output, sentences, split_paragraphs
-from schemas.config import load_config
-from schemas.rows import OUTPUT_SCHEMA
+from pf1m.filters import clip_paragraph, decide_models, nli, reward, sts
+from pf1m.filters.clip_paragraph import rebuild_output, sentences, split_paragraphs
+from pf1m.schemas.config import load_config
+from pf1m.schemas.rows import OUTPUT_SCHEMA
 from tests.conftest import PAPER_CONFIG
 
 

@@ -3,7 +3,7 @@
 
 import pytest
 
-from actors.vllm_rewriter import vllm_engine_kwargs, vllm_sampling
+from pf1m.actors.vllm_rewriter import vllm_engine_kwargs, vllm_sampling
 from tests.conftest import demo_config
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ import tarfile
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.commit import KINDS, read_marker, relpath, verify
-from pipeline.driver import Driver
-from schemas.rows import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
-from schemas.run import ExitCode, RunManifest
+from pf1m.pipeline.commit import KINDS, read_marker, relpath, verify
+from pf1m.pipeline.driver import Driver
+from pf1m.schemas.rows import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
+from pf1m.schemas.run import ExitCode, RunManifest
 from tests.conftest import demo_config
 from tests.tarutil import png, record, write_tar
 
@@ -48,7 +48,7 @@ def test_demo_run_succeeds_with_kept_and_rejected_rows(demo_run):
 
 
 def test_layout_schema_and_conservation_per_shard(demo_run, demo_shards):
-    from pipeline.storage import url_to_fs
+    from pf1m.pipeline.storage import url_to_fs
 
     out, _ = demo_run
     fs, _ = url_to_fs(str(out))
@@ -147,8 +147,8 @@ def test_stored_sts_matches_sentence_transformers(demo_run, demo_models):
 def test_a_scorer_failing_on_one_sample_quarantines_it_alone(
     ray_local, rewriter, demo_models, tmp_path
 ):
-    from actors.scorer import ScorerActor
-    from pipeline.driver import absolutize
+    from pf1m.actors.scorer import ScorerActor
+    from pf1m.pipeline.driver import absolutize
 
     shards = tmp_path / "in"
     shards.mkdir()
@@ -180,7 +180,7 @@ def test_a_scorer_failing_on_one_sample_quarantines_it_alone(
 
 
 def test_pf1m_resume_uses_the_recorded_config(demo_run, capsys):
-    from jobs.cli import main
+    from pf1m.jobs.cli import main
 
     out, result = demo_run
     assert main(["resume", str(out), "--quiet"]) == 0

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline.plan import PlanError, expand_braces, plan_shards
-from schemas.config import InputEntry
+from pf1m.pipeline.plan import PlanError, expand_braces, plan_shards
+from pf1m.schemas.config import InputEntry
 
 
 def test_brace_ranges_keep_zero_padding():
@@ -36,8 +36,8 @@ def test_duplicate_names_and_empty_globs_fail(tmp_path):
 
 
 def test_missing_storage_package_is_named():
-    from pipeline.storage import node_local_warning, url_to_fs
-    from schemas.config import ConfigError
+    from pf1m.pipeline.storage import node_local_warning, url_to_fs
+    from pf1m.schemas.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"gs://bucket/out: needs the package gcsfs"):
         url_to_fs("gs://bucket/out")

@@ -2,13 +2,13 @@
 
 import pytest
 
-from pipeline.prompt import (
+from pf1m.pipeline.prompt import (
     ImageCountMismatch,
     extract_answer,
     render_prompt,
     sample_seed,
 )
-from schemas.config import load_config
+from pf1m.schemas.config import load_config
 from tests.conftest import PAPER_CONFIG
 
 SYSTEM = (

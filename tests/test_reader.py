@@ -4,7 +4,7 @@ import tarfile
 
 import pytest
 
-from pipeline.reader import Bad, Sample, read_samples
+from pf1m.pipeline.reader import Bad, Sample, read_samples
 from tests.tarutil import png, record, write_tar
 
 

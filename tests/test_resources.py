@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline.resources import Node, alive_nodes, check
-from schemas.config import load_config
+from pf1m.pipeline.resources import Node, alive_nodes, check
+from pf1m.schemas.config import load_config
 from tests.conftest import DEMO_CONFIG, PAPER_CONFIG
 
 
@@ -50,8 +50,8 @@ def test_alive_nodes_reads_ray_nodes():
 def test_a_run_asking_for_absent_gpus_fails_before_any_actor(
     ray_local, demo_models, demo_shards, tmp_path, capsys
 ):
-    from pipeline.driver import Driver
-    from schemas.run import ExitCode
+    from pf1m.pipeline.driver import Driver
+    from pf1m.schemas.run import ExitCode
     from tests.conftest import demo_config
 
     cfg = demo_config(demo_shards, demo_models, tmp_path / "out", "resources.gpus_per_replica=1")
@@ -65,7 +65,7 @@ def test_a_run_asking_for_absent_gpus_fails_before_any_actor(
 
 
 def test_a_replica_with_several_gpus_shards_the_model_over_them():
-    from actors.vllm_rewriter import vllm_engine_kwargs
+    from pf1m.actors.vllm_rewriter import vllm_engine_kwargs
 
     cfg = load_config(DEMO_CONFIG).rewriter
     assert "tensor_parallel_size" not in vllm_engine_kwargs(cfg, 0, gpus=1)

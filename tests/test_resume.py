@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from jobs.cli import main
-from pipeline.driver import Driver
-from schemas.run import ExitCode
+from pf1m.jobs.cli import main
+from pf1m.pipeline.driver import Driver
+from pf1m.schemas.run import ExitCode
 from tests.conftest import demo_config
 from tests.tarutil import png, record, write_tar
 

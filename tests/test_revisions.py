@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import main as pf1m
-from pipeline.driver import Driver
-from pipeline.manifest import load_manifest
-from pipeline.revisions import legacy_view, pin_models
-from pipeline.storage import url_to_fs
-from schemas.config import ConfigError, RunConfig, config_hash, validate_config
-from schemas.modelref import load_args, parse_hub
-from schemas.run import ExitCode
+from pf1m.jobs.cli import main as pf1m
+from pf1m.pipeline.driver import Driver
+from pf1m.pipeline.manifest import load_manifest
+from pf1m.pipeline.revisions import legacy_view, pin_models
+from pf1m.pipeline.storage import url_to_fs
+from pf1m.schemas.config import ConfigError, RunConfig, config_hash, validate_config
+from pf1m.schemas.modelref import load_args, parse_hub
+from pf1m.schemas.run import ExitCode
 from tests.conftest import demo_config
 from tests.hubcache import add_snapshot, fake_commit
 
@@ -62,7 +62,7 @@ def cfg_with(demo_shards, demo_models, out, *overrides: str) -> RunConfig:
 
 def nli_order(cfg: RunConfig) -> list[int]:
     """Load the NLI scorer the way its actor does, from the (pinned) config."""
-    from filters.nli import Scorer
+    from pf1m.filters.nli import Scorer
 
     return Scorer(cfg.filters.nli, "cpu", 8).order
 
@@ -139,7 +139,7 @@ def test_explicit_revision(hub, demo_models, demo_shards, tmp_path):
 
 
 def test_pinned_open_clip_hub_model_loads_from_its_commit(hub, demo_models, demo_shards, tmp_path):
-    from filters.clip_paragraph import Scorer
+    from pf1m.filters.clip_paragraph import Scorer
 
     repo = "pf1m-test/tiny-clip"
     v1 = fake_commit(repo, "v1")
@@ -178,8 +178,8 @@ def test_open_clip_tag_pins_the_repository_it_downloads_from(
 
 def test_flamingo_checkpoint_repo_file_is_pinned(hub, demo_models, demo_shards, tmp_path):
     """A checkpoint given as `repo:file` loads from the recorded commit after `main` moved."""
-    from models.flamingo.files import resolve_file
-    from models.hub import fetch_file
+    from pf1m.models.flamingo.files import resolve_file
+    from pf1m.models.hub import fetch_file
 
     repo = "pf1m-test/flamingo-checkpoint"
     v1, v2 = fake_commit(repo, "v1"), fake_commit(repo, "v2")
@@ -207,7 +207,7 @@ def test_flamingo_checkpoint_repo_file_is_pinned(hub, demo_models, demo_shards, 
 
 
 def test_vllm_and_transformers_get_the_revision(hub, demo_models, demo_shards, tmp_path):
-    from actors.vllm_rewriter import vllm_engine_kwargs
+    from pf1m.actors.vllm_rewriter import vllm_engine_kwargs
 
     cfg = cfg_with(demo_shards, demo_models, tmp_path / "out")
     pinned = cfg.rewriter.model_copy(update={"model": "org/llava@" + "a" * 40})

@@ -2,10 +2,10 @@
 
 import pytest
 
-from demo.data import encode, make_sample
-from pipeline.prompt import render_prompt, sample_seed
-from schemas.config import load_config
-from schemas.rewrite import RewriteRequest
+from pf1m.demo.data import encode, make_sample
+from pf1m.pipeline.prompt import render_prompt, sample_seed
+from pf1m.schemas.config import load_config
+from pf1m.schemas.rewrite import RewriteRequest
 from tests.conftest import DEMO_CONFIG
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """Beam search on both backends, and the per-request timeout: an engine restart and one
 retry, then quarantine as `rewrite` / `timeout`. Timeouts fire through the `timeout_rewrite`
-fault point (pipeline/faults.py), never by racing compute: `request_timeout_s` is far above
+fault point (pf1m/pipeline/faults.py), never by racing compute: `request_timeout_s` is far above
 any real request, so only the faulted request can time out, however loaded the machine."""
 
 import asyncio
@@ -9,14 +9,14 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from actors.replica import TIMEOUT
-from actors.transformers_rewriter import TransformersRewriter
-from actors.vllm_rewriter import VllmRewriter
-from jobs.cli import demo_model_overrides
-from pipeline.driver import Driver, absolutize
-from schemas.config import load_config
-from schemas.reasons import Stage
-from schemas.run import ExitCode
+from pf1m.actors.replica import TIMEOUT
+from pf1m.actors.transformers_rewriter import TransformersRewriter
+from pf1m.actors.vllm_rewriter import VllmRewriter
+from pf1m.jobs.cli import demo_model_overrides
+from pf1m.pipeline.driver import Driver, absolutize
+from pf1m.schemas.config import load_config
+from pf1m.schemas.reasons import Stage
+from pf1m.schemas.run import ExitCode
 from tests.conftest import DEMO_CONFIG, demo_config
 from tests.test_backends import SMALL
 from tests.test_rewriter_engine import requests

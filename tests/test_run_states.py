@@ -21,12 +21,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jobs.cli import demo_model_overrides, main
-from pipeline.lock import LOCK
-from pipeline.status import is_run_target
-from pipeline.summary import format_summary
-from schemas.commit import CommitMarker, InputFingerprint
-from schemas.run import ExitCode, RunLock, RunManifest, ShardState
+from pf1m.jobs.cli import demo_model_overrides, main
+from pf1m.pipeline.lock import LOCK
+from pf1m.pipeline.status import is_run_target
+from pf1m.pipeline.summary import format_summary
+from pf1m.schemas.commit import CommitMarker, InputFingerprint
+from pf1m.schemas.run import ExitCode, RunLock, RunManifest, ShardState
 from tests.conftest import DEMO_CONFIG, ROOT
 
 BOUND_S = 600  # bounds for polls and waits, never expectations
@@ -120,7 +120,7 @@ def pf1m_run(shards: Path, models: dict, out: Path, *args: str, env: dict) -> su
         f"output={out}",
         *demo_model_overrides(models["rewriter"].parent),
     ]
-    cmd = [sys.executable, "-m", "jobs.cli", "run", str(DEMO_CONFIG), *args]
+    cmd = [sys.executable, "-m", "pf1m.jobs.cli", "run", str(DEMO_CONFIG), *args]
     cmd += [a for s in sets for a in ("--set", s)]
     base = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.Popen(

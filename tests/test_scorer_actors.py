@@ -2,8 +2,8 @@
 
 import pytest
 
-from demo.data import make_sample
-from filters.nli import canonical_order
+from pf1m.demo.data import make_sample
+from pf1m.filters.nli import canonical_order
 
 pytestmark = pytest.mark.slow
 

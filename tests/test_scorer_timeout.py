@@ -1,7 +1,7 @@
 """A scorer call that hangs: the scorer actor is restarted, the call retried once (each item on
 its own), then an item that times out again is quarantined `score:NAME` / `timeout`.
 
-The hang comes from the `stall_score` fault point (pipeline/faults.py): the scorer's model
+The hang comes from the `stall_score` fault point (pf1m/pipeline/faults.py): the scorer's model
 thread hangs for good and the stalled call's deadline is already past, while every real call
 has a timeout far above its cost, so which calls time out never depends on the machine's speed.
 Cost: one STS-only actor (restarted twice) beside the session's rewriter and scorers, ~30 s.
@@ -12,10 +12,10 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.commit import relpath
-from pipeline.driver import Driver, absolutize
-from schemas.reasons import TIMEOUT, Stage
-from schemas.run import ExitCode
+from pf1m.pipeline.commit import relpath
+from pf1m.pipeline.driver import Driver, absolutize
+from pf1m.schemas.reasons import TIMEOUT, Stage
+from pf1m.schemas.run import ExitCode
 from tests.conftest import demo_config
 from tests.tarutil import png, record, write_tar
 
@@ -32,7 +32,7 @@ def rows(out, kind: str) -> list[dict]:
 def test_a_hung_scorer_call_restarts_the_actor_retries_then_quarantines(
     ray_local, rewriter, scorers, demo_models, tmp_path
 ):
-    from actors.scorer import ScorerActor
+    from pf1m.actors.scorer import ScorerActor
 
     shards, out = tmp_path / "in", tmp_path / "out"
     shards.mkdir()

@@ -4,11 +4,11 @@ In-process, no Ray: gcsfs is not installed in this environment, as on a bare wor
 
 import pytest
 
-from pipeline.plan import ShardJob
-from pipeline.shard import RunContext, ShardError, process_shard
-from pipeline.storage import open_url, url_to_fs
-from schemas.commit import InputFingerprint
-from schemas.config import ConfigError, load_config
+from pf1m.pipeline.plan import ShardJob
+from pf1m.pipeline.shard import RunContext, ShardError, process_shard
+from pf1m.pipeline.storage import open_url, url_to_fs
+from pf1m.schemas.commit import InputFingerprint
+from pf1m.schemas.config import ConfigError, load_config
 from tests.conftest import DEMO_CONFIG
 
 MISSING = "gcsfs"  # gs:// needs it; a test environment without it stands for a bare node

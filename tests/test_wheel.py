@@ -1,4 +1,4 @@
-"""pf1m as an installed package, not a checkout: the wheel carries the presets (the `configs`
+"""pf1m as an installed package, not a checkout: the wheel carries the presets (the `pf1m.configs`
 package) and everything `pf1m run demo` needs.
 
 The wheel is built from a copy of the packages pyproject.toml lists (no build isolation, no
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import demo_model_overrides
+from pf1m.jobs.cli import demo_model_overrides
 from tests.conftest import ROOT
 
 SITE = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
@@ -60,8 +60,8 @@ def test_wheel_runs_the_demo_preset_outside_the_checkout(tmp_path, demo_models, 
     where = run(
         str(env_dir / "bin" / "python"),
         "-c",
-        "import configs, jobs.cli, pipeline.driver; "
-        "print(jobs.cli.__file__, pipeline.driver.__file__, configs.__file__)",
+        "import pf1m.configs, pf1m.jobs.cli, pf1m.pipeline.driver; "
+        "print(pf1m.jobs.cli.__file__, pf1m.pipeline.driver.__file__, pf1m.configs.__file__)",
     )
     assert where.returncode == 0, where.stderr
     for path in where.stdout.split():

@@ -1,1 +1,0 @@
-"""Entry points a user runs (`pf1m ...`) or submits (`python -m jobs.rewrite ...`)."""

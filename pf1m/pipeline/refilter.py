@@ -1,0 +1,168 @@
+"""`pf1m refilter OUT --set filters... --to NEW`: every committed row decided again from its
+stored scores under new filter settings, into a new run directory with its own commits, stats
+and report. No model is loaded and OUT is never modified (DESIGN.md, "Commit and resume").
+
+Only decision settings may change: thresholds, the task-to-filter map, the scoring mode, the
+length window. A change that would need new scores (a filter's model, NLI strings, CLIP
+sentence count) or new rewrites is refused: that is a new run.
+"""
+
+import posixpath
+import uuid
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+
+from pf1m.filters import redecide
+from pf1m.pipeline.audit import audit, committed, read_shard_stats, with_overrides
+from pf1m.pipeline.commit import KINDS, commit_shard, now_iso, relpath, tmp_path
+from pf1m.pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
+from pf1m.pipeline.stats import StatsBuilder
+from pf1m.pipeline.storage import url_to_fs
+from pf1m.pipeline.writer import RowGroupWriter
+from pf1m.schemas.audit import RunStats
+from pf1m.schemas.config import ConfigError, config_hash, validate_config
+from pf1m.schemas.rows import OUTPUT_SCHEMA
+from pf1m.schemas.run import RunManifest, ShardState
+
+# Settings of a model filter that change its scores, not just its decision.
+SCORING_FIELDS = (
+    "model",
+    "pretrained",
+    "trust_remote_code",
+    "premise",
+    "hypothesis",
+    "max_sentences",
+)
+
+
+@dataclass
+class RefilterResult:
+    out: str
+    shards: int = 0
+    kept: int = 0
+    rejected: int = 0
+    quarantined: int = 0
+    to_data: int = 0  # rows that moved from rejected/ to data/
+    to_rejected: int = 0  # rows that moved from data/ to rejected/
+    unscored: int = 0  # rows whose new decision needs a score never computed
+    reward_stale: int = 0  # rows whose reward was computed on an `output` now rebuilt
+    stats: RunStats | None = None  # the new run's merged stats (also in NEW/stats.json)
+
+
+def _check_changes(lines: list[str]) -> None:
+    refused = []
+    for line in lines:
+        key = line.strip().split(":")[0]
+        parts = key.split(".")
+        if parts[0] != "filters" or (len(parts) > 2 and parts[2] in SCORING_FIELDS):
+            refused.append(line)
+    if refused:
+        raise ConfigError(
+            "refilter changes decisions only; these need new scores or rewrites (a new run):\n"
+            + "\n".join(refused)
+        )
+
+
+def refilter(src: str, overrides: list[str], dest: str) -> RefilterResult:
+    fs, root = url_to_fs(src)
+    dfs, droot = url_to_fs(dest)
+    run = committed(fs, root)
+    old = run.manifest
+    base = validate_config(old.config, f"{src}/run.json")
+    cfg = with_overrides(base, [*overrides, f"output={dest}"])
+    fingerprints = old.hashed["model_fingerprints"]
+    hashed = cfg.hashed_view(fingerprints)
+    _check_changes(diff_views(base.hashed_view(fingerprints), hashed))
+    if load_manifest(dfs, droot) is not None:
+        raise ConfigError(f"{dest} already holds a run; refilter writes a new directory")
+    dfs.makedirs(droot, exist_ok=True)
+    manifest = RunManifest(
+        run_id=uuid.uuid4().hex[:12],
+        config=cfg.model_dump(mode="json"),
+        config_hash=config_hash(hashed),
+        hashed=hashed,
+        versions=package_versions(),
+        started_at=now_iso(),
+        updated_at=now_iso(),
+        shards={s: ShardState(url=st.url, source=st.source) for s, st in old.shards.items()},
+        refiltered_from=src,
+    )
+    save_manifest(dfs, droot, manifest)
+    result = RefilterResult(dest)
+    for shard, marker in run.markers.items():
+        _refilter_shard(fs, root, dfs, droot, shard, marker, cfg, manifest, result)
+        manifest.shards[shard].status = "done"
+        manifest.shards[shard].samples_in = marker.samples_in
+    result.stats = audit(dfs, droot)
+    manifest.status = "succeeded" if run.complete else "partial"
+    manifest.summary = {
+        "kept": result.kept,
+        "rejected": result.rejected,
+        "quarantined": result.quarantined,
+        "unscored": result.unscored,
+        "reward_stale": result.reward_stale,
+        "to_data": result.to_data,
+        "to_rejected": result.to_rejected,
+    }
+    manifest.updated_at = manifest.finished_at = now_iso()
+    save_manifest(dfs, droot, manifest)
+    return result
+
+
+def _refilter_shard(fs, root, dfs, droot, shard, marker, cfg, manifest, result) -> None:
+    rg = cfg.writer.row_group_size
+    writers = {}
+    for kind in ("data", "rejected"):
+        final = posixpath.join(droot, relpath(kind, shard))
+        dfs.makedirs(posixpath.dirname(final), exist_ok=True)
+        writers[kind] = RowGroupWriter(dfs, tmp_path(final), OUTPUT_SCHEMA, rg)
+    stats = StatsBuilder(shard)
+    for kind in ("data", "rejected"):
+        with fs.open(posixpath.join(root, marker.files[kind].path), "rb") as f:
+            rows = pq.read_table(f).to_pylist()
+        for row in rows:
+            new, stale = redecide(row, cfg.filters)
+            new["run_id"] = manifest.run_id
+            writers["data" if new["kept"] else "rejected"].add(new)
+            stats.add_row(new)
+            result.kept += new["kept"]
+            result.rejected += not new["kept"]
+            result.to_data += new["kept"] and not row["kept"]
+            result.to_rejected += row["kept"] and not new["kept"]
+            result.unscored += any(r.endswith(":unscored") for r in new["reject_reasons"])
+            result.reward_stale += stale
+    # Quarantine does not depend on filters: same rows, same counts per group as before.
+    for key, counts in read_shard_stats(fs, root, marker).by_group.items():
+        source, task = key.split("|", 1)
+        for stage, n in counts.quarantine_stages.items():
+            for _ in range(n):
+                stats.add_quarantine(stage, source, task)
+    quarantine_final = posixpath.join(droot, relpath("quarantine", shard))
+    dfs.makedirs(posixpath.dirname(quarantine_final), exist_ok=True)
+    quarantine_tmp = tmp_path(quarantine_final)
+    with fs.open(posixpath.join(root, marker.files["quarantine"].path), "rb") as f:
+        payload = f.read()
+    with dfs.open(quarantine_tmp, "wb") as f:
+        f.write(payload)
+    result.quarantined += marker.files["quarantine"].rows or 0
+    written = {kind: (w.path, w.close()) for kind, w in writers.items()}
+    written["quarantine"] = (quarantine_tmp, marker.files["quarantine"].rows)
+    stats_final = posixpath.join(droot, relpath("stats", shard))
+    dfs.makedirs(posixpath.dirname(stats_final), exist_ok=True)
+    stats_tmp = tmp_path(stats_final)
+    with dfs.open(stats_tmp, "wb") as f:
+        f.write(stats.build(0.0).model_dump_json(indent=1).encode())
+    written["stats"] = (stats_tmp, None)
+    assert set(written) == set(KINDS)
+    commit_shard(
+        dfs,
+        droot,
+        shard,
+        written,
+        run_id=manifest.run_id,
+        fingerprint=marker.input,
+        config_hash=manifest.config_hash,
+        samples_in=marker.samples_in,
+    )
+    result.shards += 1
