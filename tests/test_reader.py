@@ -1,8 +1,10 @@
 """The tar reader: samples grouped by key; every bad input becomes a quarantine record."""
 
+import io
 import tarfile
 
 import pytest
+from PIL import Image
 
 from pf1m.pipeline.reader import Bad, Sample, read_samples
 from tests.tarutil import png, record, write_tar
@@ -91,6 +93,19 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
     out = read(write_tar(tmp_path / "s.tar", [("k.json", record()), ("k.png", png(size=(8, 8)))]))
     assert out[0].error_class in {"DecompressionBombError", "DecompressionBombWarning"}
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_image_is_quarantined(tmp_path, fmt):
+    """The header reads fine, the pixel data stops early: only a full decode notices (PIL's
+    `verify()` passes such a JPEG), and the sample must not reach the rewriter."""
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buf, format=fmt)
+    cut = buf.getvalue()[: len(buf.getvalue()) * 2 // 3]
+    members = [("k.json", record()), (f"k.{fmt.lower()}", cut), ("ok.json", record())]
+    out = read(write_tar(tmp_path / "s.tar", [*members, ("ok.png", png())]))
+    assert [(type(o).__name__, o.key) for o in out] == [("Bad", "k"), ("Sample", "ok")]
+    assert (out[0].stage, out[0].error_class) == ("decode", "OSError")
 
 
 def test_repeated_key_is_quarantined_not_merged(tmp_path):

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
-from pf1m.pipeline.audit import Committed, committed, merge, read_shard_stats, verify_shard
+from pf1m.pipeline.audit import Committed, committed, merge, verify_shard
 from pf1m.pipeline.manifest import MANIFEST
 from pf1m.schemas.audit import RunStats
 from pf1m.schemas.commit import CommitMarker
@@ -52,13 +52,13 @@ def open_source(fs: AbstractFileSystem, root: str) -> Source:
     source = Source(fs, root, run, run_json, config)
     shard_stats = []
     for shard, marker in run.markers.items():
-        found = verify_shard(fs, root, marker)
-        if found:
-            source.problems += found
+        found, stats = verify_shard(fs, root, marker)
+        source.problems += found
+        if stats is None:
             source.skipped.append(shard)
         else:
             source.verified[shard] = marker
-            shard_stats.append(read_shard_stats(fs, root, marker))
+            shard_stats.append(stats)
     source.stats = merge(run, shard_stats, source.problems, source.skipped)
     return source
 

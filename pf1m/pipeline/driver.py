@@ -27,6 +27,7 @@ from pf1m.pipeline.resources import check as check_resources
 from pf1m.pipeline.revisions import legacy_view, pin_models
 from pf1m.pipeline.shard import RunContext, ShardOutcome, process_shard, warm_worker
 from pf1m.pipeline.signals import Interrupts, signal_name
+from pf1m.pipeline.stats import merge_shard_stats
 from pf1m.pipeline.storage import node_local_warning, url_to_fs
 from pf1m.schemas.config import ConfigError, RunConfig, config_hash
 from pf1m.schemas.run import ExitCode, RunManifest, ShardState
@@ -200,23 +201,15 @@ def _error_text(exc: BaseException) -> str:
 
 
 def merge_stats(fs, root: str, shards: list[str]) -> dict[str, Any]:
-    """Totals over the committed shards' stats files: counts, reasons, quarantine stages."""
-    totals: dict[str, Any] = {"samples_in": 0, "kept": 0, "rejected": 0, "quarantined": 0}
-    reasons: dict[str, int] = {}
-    stages: dict[str, int] = {}
-    tokens = 0
-    for shard in shards:
+    """Totals over the committed shards' stats files: counts, reasons, quarantine stages, and
+    output tokens; merged as the audit merges them."""
+
+    def read(shard: str) -> ShardStats:
         with fs.open(posixpath.join(root, "stats", f"{shard}.json"), "rb") as f:
-            stats = ShardStats.model_validate_json(f.read())
-        t = stats.totals
-        for key in totals:
-            totals[key] += getattr(t, key)
-        for code, n in t.reasons.items():
-            reasons[code] = reasons.get(code, 0) + n
-        for stage, n in t.quarantine_stages.items():
-            stages[stage] = stages.get(stage, 0) + n
-        tokens += stats.tokens.output
-    return {**totals, "reasons": reasons, "quarantine_stages": stages, "output_tokens": tokens}
+            return ShardStats.model_validate_json(f.read())
+
+    merged = merge_shard_stats(read(shard) for shard in shards)
+    return {**merged.totals.model_dump(), "output_tokens": merged.tokens.output}
 
 
 class Driver:

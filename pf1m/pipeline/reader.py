@@ -74,6 +74,13 @@ def decode_image(payload: bytes) -> Image.Image:
     return img
 
 
+def check_image(payload: bytes) -> None:
+    """Raise as `decode_image` does on a corrupt, truncated or oversized image, then free the
+    pixels at once: a sample carries the encoded bytes, and whoever needs pixels decodes them.
+    The decode is full on purpose: PIL's `verify()` passes a truncated JPEG."""
+    decode_image(payload).close()
+
+
 def _image_members(files: dict[str, bytes]) -> list[tuple[str, bytes]] | None:
     """`KEY.jpg` or `KEY.0.jpg`, `KEY.1.jpg`, ... in index order; None if they mix."""
     single = [(e, p) for e, p in files.items() if e in IMAGE_EXTENSIONS]
@@ -127,7 +134,7 @@ def _decode(group: _Group, default_source: str | None, max_images: int) -> Sampl
         return bad(Stage.VALIDATE, "ImageCountMismatch", str(exc))
     for ext, payload in images:
         try:
-            decode_image(payload)
+            check_image(payload)
         except Exception as exc:  # any PIL failure is this sample's, not the shard's
             return bad(Stage.DECODE, type(exc).__name__, f"{group.key}.{ext}: {exc}")
     source = default_source or record.source or "unknown"

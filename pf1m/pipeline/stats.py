@@ -1,6 +1,9 @@
-"""Accumulates a shard's ShardStats from the rows as they are written (pure: no I/O)."""
+"""Shard statistics arithmetic (pure: no I/O): a shard's ShardStats accumulated from its rows as
+they are written, and several shards' stats added up into the run's figures."""
 
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pf1m.schemas.stats import HISTOGRAM_RANGES, Counts, Histogram, ShardStats, Tokens
@@ -77,3 +80,28 @@ def add_counts(into: Counts, other: Counts) -> None:
         into.reasons[code] = into.reasons.get(code, 0) + n
     for stage, n in other.quarantine_stages.items():
         into.quarantine_stages[stage] = into.quarantine_stages.get(stage, 0) + n
+
+
+@dataclass
+class MergedStats:
+    """Shards' figures added up; the one merge behind the run summary and OUT/stats.json."""
+
+    totals: Counts = field(default_factory=Counts)
+    by_group: dict[str, Counts] = field(default_factory=dict)  # in first-seen order
+    tokens: Tokens = field(default_factory=Tokens)
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def merge_shard_stats(stats: Iterable[ShardStats]) -> MergedStats:
+    """Add up shards' stats in the order given; the inputs are left untouched."""
+    merged = MergedStats()
+    for s in stats:
+        add_counts(merged.totals, s.totals)
+        for key, counts in s.by_group.items():
+            add_counts(merged.by_group.setdefault(key, Counts()), counts)
+        merged.tokens.prompt += s.tokens.prompt
+        merged.tokens.output += s.tokens.output
+        merged.tokens.output_on_rejected += s.tokens.output_on_rejected
+        for reason, n in s.finish_reasons.items():
+            merged.finish_reasons[reason] = merged.finish_reasons.get(reason, 0) + n
+    return merged
