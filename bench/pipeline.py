@@ -18,10 +18,11 @@ import ray
 
 from bench.common import demo_inputs, emit, note
 from bench.rewriter import load_requests, rewriter_alone
-from pf1m.filters import MODELS, PHASES, model_filters_for
+from pf1m.filters import registry
 from pf1m.jobs.cli import demo_model_overrides
 from pf1m.pipeline.driver import Driver, absolutize, start_rewriters, start_scorers
 from pf1m.pipeline.reader import read_samples
+from pf1m.pipeline.row_flow import RowFlow
 from pf1m.pipeline.storage import url_to_fs
 from pf1m.pipeline.writer import RowGroupWriter
 from pf1m.schemas.config import load_config
@@ -86,22 +87,14 @@ def main() -> None:
         p for p in sorted((work / "run").glob("*/*.parquet")) if p.parent.name != "quarantine"
     ]
     rows = [r for path in outputs for r in pq.read_table(path).to_pylist()]
-    for phase in PHASES:
-        for name in phase:
-            field = {
-                "sts": "sts",
-                "nli": "nli_logits",
-                "clip_paragraph": "paragraphs",
-                "reward": "reward",
-            }[name]
-            scored = [
-                r
-                for r in rows
-                if r[field] is not None and name in model_filters_for(r["task"], cfg.filters)
-            ]
-            items = [MODELS[name].request(r, cfg.filters) for r in scored]
-            concurrent = res.shards_in_flight * res.batches_in_flight_per_shard
-            walls[name] = scorer_alone(scorers[name][0], name, items, res.batch_size, concurrent)
+    flow = RowFlow(cfg, "bench")
+    for f in registry.model_filters(cfg.filters.plugins):
+        scored = [
+            r for r in rows if r[f.score_field] is not None and f in flow.scored_by(r["task"])
+        ]
+        items = [f.request(r, f.settings(cfg.filters)) for r in scored]
+        concurrent = res.shards_in_flight * res.batches_in_flight_per_shard
+        walls[f.name] = scorer_alone(scorers[f.name][0], f.name, items, res.batch_size, concurrent)
 
     fs, _ = url_to_fs(str(work))
     start = time.monotonic()

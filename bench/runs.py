@@ -8,14 +8,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from pf1m.pipeline.commit import commit_shard, now_iso, relpath, tmp_path
+from pf1m.pipeline.commit import now_iso
 from pf1m.pipeline.manifest import package_versions, save_manifest
-from pf1m.pipeline.stats import StatsBuilder
+from pf1m.pipeline.shard_output import ShardOutput
 from pf1m.pipeline.storage import url_to_fs
-from pf1m.pipeline.writer import RowGroupWriter
 from pf1m.schemas.commit import InputFingerprint
 from pf1m.schemas.config import config_hash, load_config
-from pf1m.schemas.rows import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
 from pf1m.schemas.run import RunManifest, ShardState
 from pf1m.schemas.sample import TASKS
 
@@ -106,29 +104,13 @@ def build_run(out: str, samples: int, shards: int, seed: int = 0, side: int = 32
     rg = cfg.writer.row_group_size
     for s, shard in enumerate(names):
         count = samples // shards + (s < samples % shards)
-        writers = {}
-        for kind, schema in (
-            ("data", OUTPUT_SCHEMA),
-            ("rejected", OUTPUT_SCHEMA),
-            ("quarantine", QUARANTINE_SCHEMA),
-        ):
-            final = f"{root}/{relpath(kind, shard)}"
-            fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-            writers[kind] = RowGroupWriter(fs, tmp_path(final), schema, rg)
-        stats = StatsBuilder(shard)
+        output = ShardOutput(fs, root, shard, rg)
         for i in range(count):
             row = synthetic_row(rng, shard, i, run_id, side)
-            writers["data" if row["kept"] else "rejected"].add(row)
-            stats.add_row(row)
-        written = {kind: (w.path, w.close()) for kind, w in writers.items()}
-        fs.makedirs(f"{root}/stats", exist_ok=True)
-        stats_tmp = tmp_path(f"{root}/{relpath('stats', shard)}")
-        with fs.open(stats_tmp, "wb") as f:
-            f.write(stats.build(0.0).model_dump_json().encode())
-        written["stats"] = (stats_tmp, None)
+            output.add("data" if row["kept"] else "rejected", row)
         fingerprint = InputFingerprint(url=manifest.shards[shard].url, size=count)
-        commit_shard(
-            fs, root, shard, written, run_id=run_id, fingerprint=fingerprint,
+        output.commit(
+            run_id=run_id, fingerprint=fingerprint,
             config_hash=manifest.config_hash, samples_in=count,
         )  # fmt: skip
         manifest.shards[shard].status = "done"

@@ -19,8 +19,8 @@ import torch
 from bench.common import emit, note
 from pf1m.demo.data import make_sample
 from pf1m.demo.models import build_clip, link_sts
-from pf1m.filters import clip_paragraph
 from pf1m.filters.clip_paragraph import sentences, split_paragraphs
+from pf1m.models.scorers.clip import ClipScorer
 from pf1m.schemas.config import ClipParagraphFilter, load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "pf1m" / "configs" / "demo.yaml"
@@ -96,7 +96,7 @@ def main() -> None:
 
     clip_cfg = ClipParagraphFilter(model=f"local-dir:{clip_path}", threshold=0.0)
     citems = clip_items(args.clip_samples, clip_cfg.max_sentences)
-    scorer = clip_paragraph.Scorer(clip_cfg, "cpu", chunk=1)
+    scorer = ClipScorer(clip_cfg, "cpu", chunk=1)
     scorer.score(citems[:1])
     start = time.monotonic()
     for item in citems:

@@ -1,7 +1,9 @@
 """`pf1m audit` and `pf1m refilter`: figures recomputed independently from the Parquet files,
 verification that names a tampered shard, an audit of a run in progress, and re-decisions
-that move rows exactly as the new thresholds say, without loading any model."""
+that move rows exactly as the new thresholds say, without loading any model. The slow tests
+share one run made on Ray; the others audit a small committed run kept in tests/data."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -13,12 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from pf1m.jobs.cli import main
+from pf1m.pipeline.audit import audit
 from pf1m.pipeline.driver import Driver
+from pf1m.pipeline.storage import url_to_fs
 from pf1m.schemas.run import ExitCode
+from pf1m.schemas.stats import Counts, ShardStats
 from tests.conftest import ROOT, demo_config
 from tests.tarutil import png, record, write_tar
 
-pytestmark = pytest.mark.slow
+SMALL_RUN = Path(__file__).parent / "data" / "run-before-revisions" / "run"  # shard 00000
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +77,7 @@ def expected_groups(out: Path) -> dict[str, dict]:
     return groups
 
 
+@pytest.mark.slow
 def test_stats_and_table_equal_counts_from_the_files(run_dir, capsys):
     assert main(["audit", str(run_dir)]) == ExitCode.OK
     printed = capsys.readouterr().out
@@ -98,6 +104,7 @@ def test_stats_and_table_equal_counts_from_the_files(run_dir, capsys):
     assert (run_dir / "report" / "index.html").stat().st_size > 100_000  # plotly inlined
 
 
+@pytest.mark.slow
 def test_tampered_file_fails_verification_naming_the_shard(run_dir, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
@@ -113,6 +120,7 @@ def test_tampered_file_fails_verification_naming_the_shard(run_dir, tmp_path, ca
     assert "00002" not in stats["shards_committed"]
 
 
+@pytest.mark.slow
 def test_audit_of_a_run_in_progress_counts_committed_shards_only(run_dir, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
@@ -128,6 +136,7 @@ def uids(out: Path, kind: str) -> set[str]:
     return {r["uid"] for r in table(out, kind)}
 
 
+@pytest.mark.slow
 def test_refilter_moves_rows_exactly_as_the_threshold_says(run_dir, tmp_path, capsys):
     committed_files = [p for d in ("data", "rejected", "quarantine", "_commits")
                        for p in (run_dir / d).glob("*")]  # fmt: skip
@@ -155,6 +164,7 @@ def test_refilter_moves_rows_exactly_as_the_threshold_says(run_dir, tmp_path, ca
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in committed_files} == before
 
 
+@pytest.mark.slow
 def test_refilter_rebuilds_output_for_a_new_clip_threshold(run_dir, tmp_path, capsys):
     rows = [r for k in ("data", "rejected") for r in table(run_dir, k) if r["paragraphs"]]
     scores = sorted(p["clip_score"] for r in rows for p in r["paragraphs"])
@@ -178,6 +188,7 @@ def test_refilter_rebuilds_output_for_a_new_clip_threshold(run_dir, tmp_path, ca
     assert f"reward computed on an output the new CLIP threshold rebuilt {stale}" in printed
 
 
+@pytest.mark.slow
 def test_refilter_counts_unscored_rows_and_loads_no_model(run_dir, tmp_path):
     """A wider length window lets through rows that cheap_first never scored (a rule had
     rejected them): they become `FILTER:unscored`. Run in a fresh interpreter to see which
@@ -203,6 +214,7 @@ def test_refilter_counts_unscored_rows_and_loads_no_model(run_dir, tmp_path):
     assert was_too_long and {r["uid"] for r in unscored} == was_too_long
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     """Debian's chromium (installed by `make test`) opens the report offline: every section is
     there, plots and sample images render, and the console stays clean."""
@@ -242,6 +254,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
         assert img.size == (1280, 900) and len(img.convert("L").getcolors()) > 20  # not blank
 
 
+@pytest.mark.slow
 def test_refilter_without_changes_reproduces_every_decision(run_dir, tmp_path):
     """`redecide` under the run's own config gives back each stored row's decision."""
     new = tmp_path / "same"
@@ -249,3 +262,49 @@ def test_refilter_without_changes_reproduces_every_decision(run_dir, tmp_path):
     for kind in ("data", "rejected"):
         old = {r["uid"]: (r["output"], r["reject_reasons"]) for r in table(run_dir, kind)}
         assert {r["uid"]: (r["output"], r["reject_reasons"]) for r in table(new, kind)} == old
+
+
+@pytest.fixture
+def small_run(tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(SMALL_RUN, copy)
+    return copy
+
+
+def test_audit_parses_each_shard_stats_once_and_reports_its_figures(small_run, monkeypatch):
+    shard = ShardStats.model_validate_json((small_run / "stats" / "00000.json").read_bytes())
+    parse = ShardStats.model_validate_json
+    parsed = []
+
+    def counting(data: bytes, **kw) -> ShardStats:
+        parsed.append(data)
+        return parse(data, **kw)
+
+    monkeypatch.setattr(ShardStats, "model_validate_json", staticmethod(counting))
+    stats = audit(*url_to_fs(str(small_run)))
+    assert len(parsed) == 1  # verification's parse is the one merged
+    assert stats.complete and stats.problems == [] and stats.shards_committed == ["00000"]
+    assert (stats.totals, stats.tokens, stats.finish_reasons) == (
+        shard.totals,
+        shard.tokens,
+        shard.finish_reasons,
+    )
+    assert stats.by_group == dict(sorted(shard.by_group.items()))
+
+
+def test_stats_file_disagreeing_with_the_shards_files_is_left_out(small_run):
+    """Checksums match (the stats file was rewritten with its marker), the counts do not."""
+    path = small_run / "stats" / "00000.json"
+    shard = ShardStats.model_validate_json(path.read_bytes())
+    shard.totals.kept += 1
+    path.write_text(shard.model_dump_json())
+    marker_path = small_run / "_commits" / "00000.json"
+    marker = json.loads(marker_path.read_text())
+    marker["files"]["stats"].update(
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(), bytes=path.stat().st_size
+    )
+    marker_path.write_text(json.dumps(marker))
+    stats = audit(*url_to_fs(str(small_run)))
+    assert stats.problems == ["00000: stats file disagrees with the shard's files"]
+    assert stats.shards_with_problems == ["00000"] and stats.shards_committed == []
+    assert not stats.complete and stats.totals == Counts()

@@ -19,7 +19,7 @@ from pf1m.pipeline.chat_template import ChatRenderer
 from pf1m.pipeline.driver import Driver, absolutize
 from pf1m.pipeline.prompt import chat_messages, sample_seed
 from pf1m.pipeline.reader import read_samples
-from pf1m.pipeline.shard import RunContext, output_row
+from pf1m.pipeline.row_flow import RowFlow
 from pf1m.schemas.rewrite import RewriteRequest
 from pf1m.schemas.run import ExitCode
 from tests.conftest import chat_demo_config
@@ -133,8 +133,8 @@ def test_an_unclosed_thinking_block_is_rejected_and_enable_thinking_turns_it_off
         req = RewriteRequest(uid, "", sample.images, sample_seed(0, uid), messages=messages)
         (result,) = asyncio.run(replica.generate([req]))
         assert result.error_class is None, result.error_text
-        ctx = RunContext(cfg, "run", "hash", str(tmp_path), replica.image_token)
-        results[flag] = (result, output_row(ctx, "00000", sample, result))
+        flow = RowFlow(cfg, "run", replica.image_token)
+        results[flag] = (result, flow.begin("00000", sample, result).row)
         replica.shutdown()
     (on, on_row), (off, _) = results["true"], results["false"]
     # Thinking on: the prompt ends inside the block, so the completion starts in it.

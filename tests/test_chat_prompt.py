@@ -13,7 +13,7 @@ from PIL import Image
 from pf1m.pipeline.chat_template import FIELD, ChatRenderer, NoChatTemplate
 from pf1m.pipeline.prompt import ImageCountMismatch, chat_messages, split_reasoning
 from pf1m.pipeline.reader import Sample
-from pf1m.pipeline.shard import RunContext, output_row
+from pf1m.pipeline.row_flow import RowFlow
 from pf1m.schemas.config import (
     ConfigError,
     RunConfig,
@@ -86,10 +86,8 @@ def test_split_reasoning(completion, reasoning, rest):
 def _row(cfg: RunConfig, completion: str, tokens: int) -> dict:
     record = InputSample(source="demo", task="vqa", instruction="What?", response="a red car")
     sample = Sample("k0", record, "demo", [], [], [])
-    ctx = RunContext(cfg, "run", "hash", "/tmp/unused", "<image>")
-    return output_row(
-        ctx, "00000", sample, RewriteResult("00000/k0", completion, "stop", 9, tokens)
-    )
+    flow = RowFlow(cfg, "run", "<image>")
+    return flow.begin("00000", sample, RewriteResult("00000/k0", completion, "stop", 9, tokens)).row
 
 
 def test_thinking_block_goes_to_reasoning_and_an_unclosed_one_is_rejected():

@@ -9,10 +9,12 @@ from pf1m.pipeline.commit import (
     is_done,
     read_marker,
     relpath,
+    sha256_of,
     tmp_path,
     verify,
 )
 from pf1m.pipeline.storage import url_to_fs
+from pf1m.pipeline.writer import write_file
 from pf1m.schemas.commit import InputFingerprint
 
 FP = InputFingerprint(url="file:///in/a.tar", size=10, mtime="1")
@@ -28,10 +30,8 @@ def write_temporaries(fs, root: str, shard: str) -> dict:
     for kind in KINDS:
         final = f"{root}/{relpath(kind, shard)}"
         fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-        tmp = tmp_path(final)
-        with fs.open(tmp, "wb") as f:
-            f.write(kind.encode())
-        written[kind] = (tmp, 1 if kind != "stats" else None)
+        rows = 1 if kind != "stats" else None
+        written[kind] = write_file(fs, tmp_path(final), kind.encode(), rows)
     return written
 
 
@@ -75,13 +75,13 @@ def test_done_needs_same_input_and_config(fs, tmp_path):
 def test_clean_removes_half_commits_and_temporaries(fs, tmp_path):
     root = str(tmp_path)
     written = write_temporaries(fs, root, "s")
-    data_tmp = written["data"][0]
+    data_tmp = written["data"].path
     fs.mv(data_tmp, f"{root}/{relpath('data', 's')}")  # as if killed after the first rename
     other = write_temporaries(fs, root, "other")
     removed = clean_shard(fs, root, "s")
     assert len(removed) == len(KINDS)
     assert not fs.glob(f"{root}/**/s.*")
-    assert all(fs.exists(tmp) for tmp, _ in other.values())
+    assert all(fs.exists(entry.path) for entry in other.values())
 
 
 def test_verify_names_the_tampered_shard(fs, tmp_path):
@@ -93,3 +93,21 @@ def test_verify_names_the_tampered_shard(fs, tmp_path):
     problems = verify(fs, root, marker)
     assert any("s: rejected file" in p and "checksum" in p for p in problems)
     assert any("s: stats file" in p and "missing" in p for p in problems)
+
+
+def test_entries_are_checksummed_while_written(fs, tmp_path):
+    """The commit trusts the writers' checksums (nothing is read back): they must be the
+    files' own, for Parquet written in row groups as for a payload written at once."""
+    from pf1m.pipeline.writer import RowGroupWriter
+    from pf1m.schemas.rows import QUARANTINE_SCHEMA
+
+    root = str(tmp_path)
+    writer = RowGroupWriter(fs, f"{root}/q.parquet", QUARANTINE_SCHEMA, row_group_size=2)
+    for i in range(5):
+        writer.add({"uid": f"s/{i}", "shard": "s", "key": str(i), "stage": "read",
+                    "error_class": "E", "error_text": "x", "members": []})  # fmt: skip
+    entry = writer.close()
+    small = write_file(fs, f"{root}/stats.json", b'{"a": 1}')
+    for e in (entry, small):
+        assert (e.sha256, e.bytes) == sha256_of(fs, e.path)
+    assert entry.rows == 5 and small.rows is None

@@ -2,19 +2,22 @@
 
 import pytest
 
-from pf1m.filters import decide_rules
 from pf1m.filters.change import normalize
 from pf1m.filters.rouge import rouge_l
 from pf1m.pipeline.prompt import extract_answer
+from pf1m.pipeline.row_flow import RowFlow
 from pf1m.schemas.config import load_config
 from tests.conftest import PAPER_CONFIG
 
 
+def rules_of(*overrides: str):
+    """The rule decisions under the paper preset with these overrides."""
+    return RowFlow(load_config(PAPER_CONFIG, list(overrides)), "t").rules
+
+
 @pytest.fixture(scope="module")
 def filters():
-    return load_config(
-        PAPER_CONFIG, ["filters.length.min_words=3", "filters.length.max_words=8"]
-    ).filters
+    return rules_of("filters.length.min_words=3", "filters.length.max_words=8")
 
 
 def row(rewrite: str, original: str = "blue", finish: str = "stop", task: str = "vqa") -> dict:
@@ -22,14 +25,14 @@ def row(rewrite: str, original: str = "blue", finish: str = "stop", task: str = 
 
 
 def test_keeps_a_changed_rewrite_of_fitting_length(filters):
-    assert decide_rules(row("The sky is blue today."), filters) == []
+    assert filters(row("The sky is blue today.")) == []
 
 
 def test_length_reasons(filters):
-    assert decide_rules(row("Blue sky."), filters) == ["length:too_short"]
-    assert decide_rules(row("word " * 9), filters) == ["length:too_long"]
-    assert decide_rules(row("It is clearly blue.", finish="length"), filters) == ["length:no_eos"]
-    assert decide_rules(row(""), filters) == ["length:empty"]
+    assert filters(row("Blue sky.")) == ["length:too_short"]
+    assert filters(row("word " * 9)) == ["length:too_long"]
+    assert filters(row("It is clearly blue.", finish="length")) == ["length:no_eos"]
+    assert filters(row("")) == ["length:empty"]
 
 
 def test_empty_and_echoed_answers_are_recorded_as_such(filters):
@@ -37,29 +40,27 @@ def test_empty_and_echoed_answers_are_recorded_as_such(filters):
     `length:empty`; the raw annotation said again (any case or punctuation) is unchanged."""
     marker = "(Revised Response):"
     empty = extract_answer("(Revised Response): draft (Revised Response):  \n", marker)
-    assert decide_rules(row(empty), filters) == ["length:empty"]
+    assert filters(row(empty)) == ["length:empty"]
     raw = "the sky is blue, mostly"
     echoed = extract_answer("(Revised Response): The sky is blue mostly!", marker)
-    assert decide_rules(row(echoed, original=raw), filters) == ["change:unchanged"]
+    assert filters(row(echoed, original=raw)) == ["change:unchanged"]
 
 
 def test_no_eos_can_be_allowed():
-    cfg = load_config(PAPER_CONFIG, ["filters.length.reject_no_eos=false"]).filters
-    assert decide_rules(row("It is clearly blue.", finish="length"), cfg) == []
+    rules = rules_of("filters.length.reject_no_eos=false")
+    assert rules(row("It is clearly blue.", finish="length")) == []
 
 
 def test_unchanged_after_case_whitespace_punctuation(filters):
-    got = decide_rules(
-        row("A  photo, of a CAT!", original="a photo of a cat", task="caption"), filters
-    )
+    got = filters(row("A  photo, of a CAT!", original="a photo of a cat", task="caption"))
     assert "change:unchanged" in got
     assert normalize("  Hello,\tWorld!! ") == "hello world"
 
 
 def test_task_map_selects_filters():
-    cfg = load_config(PAPER_CONFIG, ["filters.tasks.text=[]"]).filters
-    assert decide_rules(row("blue", task="text"), cfg) == []
-    assert decide_rules(row("blue", task="vqa"), cfg) == ["length:too_short", "change:unchanged"]
+    rules = rules_of("filters.tasks.text=[]")
+    assert rules(row("blue", task="text")) == []
+    assert rules(row("blue", task="vqa")) == ["length:too_short", "change:unchanged"]
 
 
 def test_rouge_l():

@@ -62,7 +62,7 @@ def cfg_with(demo_shards, demo_models, out, *overrides: str) -> RunConfig:
 
 def nli_order(cfg: RunConfig) -> list[int]:
     """Load the NLI scorer the way its actor does, from the (pinned) config."""
-    from pf1m.filters.nli import Scorer
+    from pf1m.models.scorers.nli import NliScorer as Scorer
 
     return Scorer(cfg.filters.nli, "cpu", 8).order
 
@@ -139,7 +139,7 @@ def test_explicit_revision(hub, demo_models, demo_shards, tmp_path):
 
 
 def test_pinned_open_clip_hub_model_loads_from_its_commit(hub, demo_models, demo_shards, tmp_path):
-    from pf1m.filters.clip_paragraph import Scorer
+    from pf1m.models.scorers.clip import ClipScorer as Scorer
 
     repo = "pf1m-test/tiny-clip"
     v1 = fake_commit(repo, "v1")

@@ -3,7 +3,7 @@
 import pytest
 
 from pf1m.demo.data import make_sample
-from pf1m.filters.nli import canonical_order
+from pf1m.models.scorers.nli import canonical_order
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,6 @@
-"""A scorer actor: one or several scorer models (as configured), each loaded once, each behind
-a micro-batcher so items from every shard in flight share batches.
+"""A scorer actor: one or several scorer models (as configured; each filter names its model
+class in pf1m/models/scorers), each loaded once, each behind a micro-batcher so items from
+every shard in flight share batches.
 
 A call without a result within `scoring.call_timeout_s` returns error class `timeout` for
 each of its items. A hung model thread cannot be stopped from inside the process, so the
@@ -12,7 +13,7 @@ import logging
 import os
 
 from pf1m.actors.batcher import MicroBatcher
-from pf1m.filters import MODELS
+from pf1m.filters import registry
 from pf1m.pipeline import faults
 from pf1m.schemas.config import Filters, Scoring
 from pf1m.schemas.reasons import TIMEOUT
@@ -34,8 +35,10 @@ class ScorerActor:
         # Ray exposes only the GPUs assigned to this actor.
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         chunk = (lambda n: 1) if deterministic else scoring.chunk
+        known = registry.load(filters.plugins)
         self.scorers = {
-            n: MODELS[n].Scorer(getattr(filters, n), self.device, chunk(n)) for n in names
+            n: known[n].build_scorer(known[n].settings(filters), self.device, chunk(n))
+            for n in names
         }
         self.batchers = {
             n: MicroBatcher(self._scoring_fn(s), scoring.batch_size[n], scoring.max_wait_ms / 1000)

@@ -27,13 +27,12 @@ from pydantic import ValidationError
 from pf1m.export.jsonstream import iter_json_records
 from pf1m.export.layouts import safe_component
 from pf1m.filters.clip_paragraph import split_paragraphs
-from pf1m.pipeline.commit import commit_shard, now_iso, relpath, tmp_path
+from pf1m.pipeline.commit import now_iso
 from pf1m.pipeline.manifest import load_manifest, package_versions, save_manifest
 from pf1m.pipeline.plan import input_fingerprint
-from pf1m.pipeline.stats import StatsBuilder
+from pf1m.pipeline.shard_output import ShardOutput
 from pf1m.pipeline.storage import url_to_fs
-from pf1m.pipeline.writer import RowGroupWriter
-from pf1m.schemas.config import ConfigError, config_hash, load_config, validate_config
+from pf1m.schemas.config import ConfigError, Writer, config_hash, load_config, validate_config
 from pf1m.schemas.export import (
     EXPORT_MANIFEST,
     IMG_PATH,
@@ -42,7 +41,6 @@ from pf1m.schemas.export import (
     Pf1mExtra,
     Pf1mRecord,
 )
-from pf1m.schemas.rows import OUTPUT_SCHEMA, QUARANTINE_SCHEMA
 from pf1m.schemas.run import RunManifest, ShardState
 from pf1m.schemas.sample import IMAGE_MARKER
 
@@ -330,14 +328,9 @@ def import_pf1m(
 
 
 def _commit(dfs, droot, shard, batch, importer, manifest, fingerprint, result, config) -> None:
-    rg = config.get("writer", {}).get("row_group_size", 256)
-    writers = {}
-    for kind, schema in (("data", OUTPUT_SCHEMA), ("rejected", OUTPUT_SCHEMA),
-                         ("quarantine", QUARANTINE_SCHEMA)):  # fmt: skip
-        final = posixpath.join(droot, relpath(kind, shard))
-        dfs.makedirs(posixpath.dirname(final), exist_ok=True)
-        writers[kind] = RowGroupWriter(dfs, tmp_path(final), schema, rg)
-    stats = StatsBuilder(shard)
+    rg = config.get("writer", {}).get("row_group_size", Writer().row_group_size)
+    output = ShardOutput(dfs, droot, shard, rg)
+    kept = 0
     for index, raw in enumerate(batch):
         try:
             row = importer.row(raw, shard, index, manifest.run_id)
@@ -349,31 +342,22 @@ def _commit(dfs, droot, shard, batch, importer, manifest, fingerprint, result, c
                 if isinstance(value, str)
             }  # what this project's own record says about itself, when it says it as text
             key = known.get("key", f"{index:09d}")
-            source, task = known.get("source"), known.get("task")
-            writers["quarantine"].add({
+            output.add("quarantine", {
                 "uid": known.get("uid", f"{shard}/{key}"), "shard": shard, "key": key,
-                "source": source, "task": task, "stage": STAGE,
+                "source": known.get("source"), "task": known.get("task"), "stage": STAGE,
                 "error_class": exc.error_class, "error_text": str(exc), "members": [],
                 "rewrite_raw": known.get("rewrite_raw"), "run_id": manifest.run_id,
             })  # fmt: skip
-            stats.add_quarantine(STAGE, source, task)
             result.quarantined += 1
             continue
-        writers["data"].add(row)
-        stats.add_row(row)
+        output.add("data", row)
+        kept += 1
         result.rows += 1
-    written = {kind: (w.path, w.close()) for kind, w in writers.items()}
-    stats_final = posixpath.join(droot, relpath("stats", shard))
-    dfs.makedirs(posixpath.dirname(stats_final), exist_ok=True)
-    stats_tmp = tmp_path(stats_final)
-    with dfs.open(stats_tmp, "wb") as f:
-        f.write(stats.build(0.0).model_dump_json(indent=1).encode())
-    written["stats"] = (stats_tmp, None)
-    commit_shard(
-        dfs, droot, shard, written, run_id=manifest.run_id, fingerprint=fingerprint,
+    output.commit(
+        run_id=manifest.run_id, fingerprint=fingerprint,
         config_hash=manifest.config_hash, samples_in=len(batch),
     )  # fmt: skip
     manifest.shards[shard] = ShardState(
-        url=fingerprint.url, status="done", samples_in=len(batch), kept=written["data"][1]
+        url=fingerprint.url, status="done", samples_in=len(batch), kept=kept
     )
     result.shards += 1

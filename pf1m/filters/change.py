@@ -1,13 +1,10 @@
 """Change filter (PAPER.md step 2): the rewrite must differ from the raw annotation."""
 
 import unicodedata
-from collections.abc import Mapping
 from typing import Any
 
-from pf1m.schemas.config import Filters
+from pf1m.filters.base import Filter, Row
 from pf1m.schemas.reasons import Reason
-
-NAME = "change"
 
 
 def normalize(text: str) -> str:
@@ -16,7 +13,12 @@ def normalize(text: str) -> str:
     return " ".join(kept.split())
 
 
-def decide(row: Mapping[str, Any], filters: Filters) -> list[str]:
-    if normalize(row["rewrite_raw"] or "") == normalize(row["original"] or ""):
-        return [Reason.CHANGE_UNCHANGED]
-    return []
+class Change(Filter):
+    name = "change"
+    reads = ("rewrite_raw", "original")
+    reasons = (Reason.CHANGE_UNCHANGED,)
+
+    def decide(self, row: Row, settings: Any) -> list[str]:
+        if normalize(row["rewrite_raw"] or "") == normalize(row["original"] or ""):
+            return [Reason.CHANGE_UNCHANGED]
+        return []

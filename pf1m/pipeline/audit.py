@@ -13,15 +13,15 @@ from typing import Any
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
-from pf1m.filters import redecide
 from pf1m.pipeline.commit import now_iso, read_marker, verify, write_atomic
 from pf1m.pipeline.manifest import load_manifest
-from pf1m.pipeline.stats import add_counts
+from pf1m.pipeline.row_flow import RowFlow
+from pf1m.pipeline.stats import merge_shard_stats
 from pf1m.schemas.audit import RunStats
 from pf1m.schemas.commit import CommitMarker
 from pf1m.schemas.config import ConfigError, RunConfig, apply_overrides, validate_config
 from pf1m.schemas.run import RunManifest
-from pf1m.schemas.stats import Counts, ShardStats, Tokens
+from pf1m.schemas.stats import Counts, ShardStats
 
 STATS_FILE = "stats.json"
 ROW_KINDS = ("data", "rejected")
@@ -60,11 +60,15 @@ def read_shard_stats(fs: AbstractFileSystem, root: str, marker: CommitMarker) ->
         return ShardStats.model_validate_json(f.read())
 
 
-def verify_shard(fs: AbstractFileSystem, root: str, marker: CommitMarker) -> list[str]:
-    """Checksums, row counts in the Parquet footers, and the conservation law."""
+def verify_shard(
+    fs: AbstractFileSystem, root: str, marker: CommitMarker
+) -> tuple[list[str], ShardStats | None]:
+    """Checksums, row counts in the Parquet footers, and the conservation law. Returns the
+    problems found and, for a shard with none, its stats: they are parsed here to check them
+    against the files, so a caller that merges them need not read the file again."""
     problems = verify(fs, root, marker)
     if problems:
-        return problems
+        return problems, None
     shard = marker.shard
     rows = {}
     for kind in ("data", "rejected", "quarantine"):
@@ -78,7 +82,8 @@ def verify_shard(fs: AbstractFileSystem, root: str, marker: CommitMarker) -> lis
             f"{shard}: conservation broken: {marker.samples_in} samples in, "
             f"{rows['data']} data + {rows['rejected']} rejected + {rows['quarantine']} quarantine"
         )
-    t = read_shard_stats(fs, root, marker).totals
+    stats = read_shard_stats(fs, root, marker)
+    t = stats.totals
     if (t.samples_in, t.kept, t.rejected, t.quarantined) != (
         marker.samples_in,
         rows["data"],
@@ -86,20 +91,12 @@ def verify_shard(fs: AbstractFileSystem, root: str, marker: CommitMarker) -> lis
         rows["quarantine"],
     ):
         problems.append(f"{shard}: stats file disagrees with the shard's files")
-    return problems
+    return problems, (None if problems else stats)
 
 
 def merge(run: Committed, stats: list[ShardStats], problems: list[str], bad: list[str]) -> RunStats:
-    totals, groups, tokens, finish = Counts(), {}, Tokens(), {}
-    for s in stats:
-        add_counts(totals, s.totals)
-        for key, counts in s.by_group.items():
-            add_counts(groups.setdefault(key, Counts()), counts)
-        tokens.prompt += s.tokens.prompt
-        tokens.output += s.tokens.output
-        tokens.output_on_rejected += s.tokens.output_on_rejected
-        for reason, n in s.finish_reasons.items():
-            finish[reason] = finish.get(reason, 0) + n
+    """OUT/stats.json's content: the verified shards' stats added up, and what was left out."""
+    merged = merge_shard_stats(stats)
     return RunStats(
         run_id=run.manifest.run_id,
         config_hash=run.manifest.config_hash,
@@ -107,10 +104,10 @@ def merge(run: Committed, stats: list[ShardStats], problems: list[str], bad: lis
         shards_total=len(run.manifest.shards),
         shards_committed=sorted(s.shard for s in stats),
         shards_with_problems=sorted(bad),
-        totals=totals,
-        by_group=dict(sorted(groups.items())),
-        tokens=tokens,
-        finish_reasons=finish,
+        totals=merged.totals,
+        by_group=dict(sorted(merged.by_group.items())),
+        tokens=merged.tokens,
+        finish_reasons=merged.finish_reasons,
         problems=problems,
         generated_at=now_iso(),
     )
@@ -123,12 +120,12 @@ def audit(fs: AbstractFileSystem, root: str) -> RunStats:
     problems: list[str] = []
     stats, bad = [], []
     for shard, marker in run.markers.items():
-        found = verify_shard(fs, root, marker)
+        found, shard_stats = verify_shard(fs, root, marker)
         problems += found
-        if found:
+        if shard_stats is None:
             bad.append(shard)
         else:
-            stats.append(read_shard_stats(fs, root, marker))
+            stats.append(shard_stats)
     merged = merge(run, stats, problems, bad)
     write_atomic(fs, posixpath.join(root, STATS_FILE), merged.model_dump_json(indent=1).encode())
     return merged
@@ -196,7 +193,8 @@ def what_if(fs: AbstractFileSystem, root: str, spec: str) -> list[tuple[str, int
     out = []  # (verify first with `pf1m audit`: a damaged file fails here)
     for value in values.split(","):
         cfg = with_overrides(base, [f"{key}={value}"])
-        decided = [redecide(r, cfg.filters)[0] for r in rows]
+        flow = RowFlow(cfg, run.manifest.run_id)
+        decided = [flow.redecide(r)[0] for r in rows]
         kept = sum(r["kept"] for r in decided)
         unscored = sum(any(x.endswith(":unscored") for x in r["reject_reasons"]) for r in decided)
         out.append((value, kept, unscored))

@@ -65,7 +65,7 @@ def commit_shard(
     fs: AbstractFileSystem,
     root: str,
     shard: str,
-    written: dict[str, tuple[str, int | None]],
+    written: dict[str, FileEntry],
     *,
     run_id: str,
     fingerprint: InputFingerprint,
@@ -73,17 +73,17 @@ def commit_shard(
     samples_in: int,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> CommitMarker:
-    """Rename each temporary (kind -> (tmp path, rows)) into place, then write the marker.
-    `on_step` is called at `before_commit`, `inside_commit` and `after_commit` (fault points)."""
+    """Rename each temporary (kind -> its entry, checksummed as it was written: pipeline/writer.py)
+    into place, then write the marker. `on_step` is called at `before_commit`, `inside_commit`
+    and `after_commit` (fault points)."""
     on_step("before_commit")
     entries: dict[str, FileEntry] = {}
-    for kind, (tmp, rows) in written.items():
+    for kind, entry in written.items():
         rel = relpath(kind, shard)
         final = posixpath.join(root, rel)
-        digest, size = sha256_of(fs, tmp)
         fs.makedirs(posixpath.dirname(final), exist_ok=True)
-        fs.mv(tmp, final)
-        entries[kind] = FileEntry(path=rel, rows=rows, bytes=size, sha256=digest)
+        fs.mv(entry.path, final)
+        entries[kind] = entry.model_copy(update={"path": rel})
     on_step("inside_commit")
     marker = CommitMarker(
         shard=shard,

@@ -13,16 +13,14 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from pf1m.filters import redecide
-from pf1m.pipeline.audit import audit, committed, read_shard_stats, with_overrides
-from pf1m.pipeline.commit import KINDS, commit_shard, now_iso, relpath, tmp_path
+from pf1m.pipeline.audit import ROW_KINDS, audit, committed, with_overrides
+from pf1m.pipeline.commit import now_iso
 from pf1m.pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
-from pf1m.pipeline.stats import StatsBuilder
+from pf1m.pipeline.row_flow import RowFlow
+from pf1m.pipeline.shard_output import ShardOutput
 from pf1m.pipeline.storage import url_to_fs
-from pf1m.pipeline.writer import RowGroupWriter
 from pf1m.schemas.audit import RunStats
 from pf1m.schemas.config import ConfigError, config_hash, validate_config
-from pf1m.schemas.rows import OUTPUT_SCHEMA
 from pf1m.schemas.run import RunManifest, ShardState
 
 # Settings of a model filter that change its scores, not just its decision.
@@ -110,56 +108,32 @@ def refilter(src: str, overrides: list[str], dest: str) -> RefilterResult:
     return result
 
 
+def _stream_rows(fs, path: str):
+    """A committed Parquet file's rows, one row group in memory at a time."""
+    with fs.open(path, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        for i in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(i).to_pylist()
+
+
 def _refilter_shard(fs, root, dfs, droot, shard, marker, cfg, manifest, result) -> None:
-    rg = cfg.writer.row_group_size
-    writers = {}
-    for kind in ("data", "rejected"):
-        final = posixpath.join(droot, relpath(kind, shard))
-        dfs.makedirs(posixpath.dirname(final), exist_ok=True)
-        writers[kind] = RowGroupWriter(dfs, tmp_path(final), OUTPUT_SCHEMA, rg)
-    stats = StatsBuilder(shard)
-    for kind in ("data", "rejected"):
-        with fs.open(posixpath.join(root, marker.files[kind].path), "rb") as f:
-            rows = pq.read_table(f).to_pylist()
-        for row in rows:
-            new, stale = redecide(row, cfg.filters)
-            new["run_id"] = manifest.run_id
-            writers["data" if new["kept"] else "rejected"].add(new)
-            stats.add_row(new)
+    flow = RowFlow(cfg, manifest.run_id)
+    output = ShardOutput(dfs, droot, shard, cfg.writer.row_group_size)
+    for kind in ROW_KINDS:
+        for row in _stream_rows(fs, posixpath.join(root, marker.files[kind].path)):
+            new, stale = flow.redecide(row)
+            output.add("data" if new["kept"] else "rejected", new)
             result.kept += new["kept"]
             result.rejected += not new["kept"]
             result.to_data += new["kept"] and not row["kept"]
             result.to_rejected += row["kept"] and not new["kept"]
             result.unscored += any(r.endswith(":unscored") for r in new["reject_reasons"])
             result.reward_stale += stale
-    # Quarantine does not depend on filters: same rows, same counts per group as before.
-    for key, counts in read_shard_stats(fs, root, marker).by_group.items():
-        source, task = key.split("|", 1)
-        for stage, n in counts.quarantine_stages.items():
-            for _ in range(n):
-                stats.add_quarantine(stage, source, task)
-    quarantine_final = posixpath.join(droot, relpath("quarantine", shard))
-    dfs.makedirs(posixpath.dirname(quarantine_final), exist_ok=True)
-    quarantine_tmp = tmp_path(quarantine_final)
-    with fs.open(posixpath.join(root, marker.files["quarantine"].path), "rb") as f:
-        payload = f.read()
-    with dfs.open(quarantine_tmp, "wb") as f:
-        f.write(payload)
-    result.quarantined += marker.files["quarantine"].rows or 0
-    written = {kind: (w.path, w.close()) for kind, w in writers.items()}
-    written["quarantine"] = (quarantine_tmp, marker.files["quarantine"].rows)
-    stats_final = posixpath.join(droot, relpath("stats", shard))
-    dfs.makedirs(posixpath.dirname(stats_final), exist_ok=True)
-    stats_tmp = tmp_path(stats_final)
-    with dfs.open(stats_tmp, "wb") as f:
-        f.write(stats.build(0.0).model_dump_json(indent=1).encode())
-    written["stats"] = (stats_tmp, None)
-    assert set(written) == set(KINDS)
-    commit_shard(
-        dfs,
-        droot,
-        shard,
-        written,
+    # Quarantine does not depend on filters: the same rows, now of this run.
+    for row in _stream_rows(fs, posixpath.join(root, marker.files["quarantine"].path)):
+        output.add("quarantine", {**row, "run_id": manifest.run_id})
+        result.quarantined += 1
+    output.commit(
         run_id=manifest.run_id,
         fingerprint=marker.input,
         config_hash=manifest.config_hash,

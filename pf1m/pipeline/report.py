@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 from PIL import Image
 
+from pf1m.filters import registry
 from pf1m.pipeline.audit import ROW_KINDS, Committed, stored_rows
 from pf1m.schemas.audit import RunStats
 from pf1m.schemas.config import RunConfig
 from pf1m.schemas.reasons import Stage
 
 REPORT = "report/index.html"
-FILTER_ORDER = ("length", "change", "sts", "nli", "clip_paragraph", "reward")
 KEPT, REJECTED = "#2a9d8f", "#e76f51"
 
 
@@ -34,11 +34,11 @@ def _figure(fig: go.Figure, title: str) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True})
 
 
-def funnel(stats: RunStats, rows: list[dict[str, Any]]) -> str:
+def funnel(stats: RunStats, rows: list[dict[str, Any]], filter_order: list[str]) -> str:
     """Samples left after quarantine and after each filter, in the pipeline's order."""
     stages = [("input", stats.totals.samples_in), ("not quarantined", len(rows))]
     failed_by: set[str] = set()
-    for name in FILTER_ORDER:
+    for name in filter_order:
         failed_by.add(name)
         left = sum(
             1 for r in rows if not any(x.split(":")[0] in failed_by for x in r["reject_reasons"])
@@ -59,7 +59,8 @@ def _histogram(values_kept, values_rejected, title, threshold=None, label="thres
 
 
 def score_histograms(cfg: RunConfig, rows: list[dict[str, Any]]) -> list[str]:
-    f = cfg.filters
+    """Rouge-L, then each configured filter's own figures (pf1m/filters: `histograms`, and the
+    label counts of a filter with `labels`)."""
 
     def split(get) -> tuple[list, list]:
         kept, rejected = [], []
@@ -68,31 +69,23 @@ def score_histograms(cfg: RunConfig, rows: list[dict[str, Any]]) -> list[str]:
                 (kept if r["kept"] else rejected).append(v)
         return kept, rejected
 
-    one = lambda field: lambda r: [r[field]] if r[field] is not None else []  # noqa: E731
-    plots = [_histogram(*split(one("rouge_l")), "Rouge-L (output vs raw annotation)")]
-    if f.sts:
-        plots.append(_histogram(*split(one("sts")), "STS cosine (raw vs rewrite)", f.sts.threshold))
-    if f.clip_paragraph:
-        clip = lambda r: [p["clip_score"] for p in r["paragraphs"] or []]  # noqa: E731
-        plots.append(
-            _histogram(*split(clip), "CLIP score per paragraph", f.clip_paragraph.threshold)
-        )
-    if f.reward:
-        plots.append(_histogram(*split(one("reward")), "Reward of the output", f.reward.min_reward))
-        gain = lambda r: (  # noqa: E731
-            [r["reward"] - r["reward_original"]] if r["reward_original"] is not None else []
-        )
-        plots.append(_histogram(*split(gain), "Reward gain (output - raw)", f.reward.min_gain))
-    if f.nli:
-        labels = Counter((r["nli_label"], r["kept"]) for r in rows if r["nli_label"])
-        fig = go.Figure()
-        for kept, colour, name in ((True, KEPT, "kept"), (False, REJECTED, "rejected")):
-            names = ["contradiction", "entailment", "neutral"]
-            fig.add_bar(
-                x=names, y=[labels[(n, kept)] for n in names], name=name, marker_color=colour
-            )
-        fig.update_layout(barmode="stack")
-        plots.append(_figure(fig, "NLI label (contradiction is rejected)"))
+    rouge = lambda r: [r["rouge_l"]] if r["rouge_l"] is not None else []  # noqa: E731
+    plots = [_histogram(*split(rouge), "Rouge-L (output vs raw annotation)")]
+    for f in registry.load(cfg.filters.plugins).values():
+        settings = f.settings(cfg.filters)
+        if settings is None:
+            continue
+        for h in f.histograms:
+            plots.append(_histogram(*split(h.values), h.title, h.threshold(settings)))
+        labels = f.labels
+        if labels:
+            counts = Counter((r[f.score_field], r["kept"]) for r in rows if r[f.score_field])
+            fig = go.Figure()
+            for kept, colour, name in ((True, KEPT, "kept"), (False, REJECTED, "rejected")):
+                y = [counts[(n, kept)] for n in labels]
+                fig.add_bar(x=list(labels), y=y, name=name, marker_color=colour)
+            fig.update_layout(barmode="stack")
+            plots.append(_figure(fig, f.labels_title))
     return plots
 
 
@@ -272,7 +265,7 @@ def write_report(
         ("summary", "Summary", note + problems + _summary_table(stats)
          + f"<p class=muted>quarantined by stage: {html.escape(stages or 'none')} "
            f"(stages: {', '.join(s.value for s in Stage)}, score:NAME)</p>"),
-        ("funnel", "Funnel", funnel(stats, rows)),
+        ("funnel", "Funnel", funnel(stats, rows, list(registry.load(cfg.filters.plugins)))),
         ("scores", "Scores and thresholds", '<div class="grid">'
          + "".join(score_histograms(cfg, rows)) + "</div>"),
         ("reward", "Reward: raw vs rewrite", reward_view(rows)),

@@ -13,12 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pf1m.filters import registry
 from pf1m.schemas.hashed_view import hashed_fields
 from pf1m.schemas.modelref import ModelSource
 from pf1m.schemas.sample import TASKS, Task
-
-MODEL_FILTERS: tuple[str, ...] = ("sts", "nli", "clip_paragraph", "reward")
-FilterName = Literal["length", "change", "sts", "nli", "clip_paragraph", "reward"]
 
 
 class ConfigError(ValueError):
@@ -354,11 +352,17 @@ class Filters(_Strict):
     nli: NliFilter | None = None
     clip_paragraph: ClipParagraphFilter | None = None
     reward: RewardFilter | None = None
-    # Which filters apply to which task, in order; cheap filters first.
-    tasks: dict[Task, list[FilterName]]
+    # Which filters apply to which task, in order; cheap filters first. Names: the registry's
+    # (pf1m/filters/registry.py) and the plugins'.
+    tasks: dict[Task, list[str]]
     # cheap_first: a row a rule filter rejected is not sent to the model scorers (its scores
     # stay null); full: every row is scored, for audits that want every score.
     scoring: Literal["cheap_first", "full"] = "cheap_first"
+    # Filters of your own, by import path (`package.module:Class`, a pf1m.filters.base.Filter);
+    # every Ray worker imports them too, so the module must be importable on every node.
+    plugins: list[str] = Field(default_factory=list)
+    # Settings of the plugin filters, by filter name (each filter reads its own).
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _every_task(self) -> "Filters":
@@ -366,15 +370,24 @@ class Filters(_Strict):
         if missing:
             raise ValueError(f"tasks: no filter list for {', '.join(missing)}")
         used = {name for names in self.tasks.values() for name in names}
-        unset = sorted(n for n in used & set(MODEL_FILTERS) if getattr(self, n) is None)
+        known = set(registry.BUILTIN)
+        if self.plugins or not used <= known:
+            known = set(registry.load(self.plugins))
+        unknown = sorted(used - known)
+        if unknown:
+            raise ValueError(
+                f"tasks: no filter named {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        builtin_models = set(type(self).model_fields) & set(registry.BUILTIN)
+        unset = sorted(n for n in used & builtin_models if getattr(self, n) is None)
         if unset:
             raise ValueError(f"tasks use {', '.join(unset)} but no such section is configured")
         return self
 
     def model_filters(self) -> list[str]:
-        """The model filters some task uses, in the fixed scoring order."""
+        """The model filters some task uses, in scoring order (pf1m/filters/registry.py)."""
         used = {name for names in self.tasks.values() for name in names}
-        return [name for name in MODEL_FILTERS if name in used]
+        return [f.name for f in registry.model_filters(self.plugins) if f.name in used]
 
 
 class Resources(_Strict):
@@ -420,7 +433,7 @@ class ScorerGroup(_Strict):
     """One Ray actor (per replica) holding these scorers' models; several small models may
     share an actor (on few CPU cores one process per model only adds memory)."""
 
-    scorers: list[Literal["sts", "nli", "clip_paragraph", "reward"]] = Field(min_length=1)
+    scorers: list[str] = Field(min_length=1)  # model filters' names
     replicas: int = Field(default=1, gt=0)
     num_gpus: float = Field(default=0.0, ge=0.0)
     num_cpus: float = Field(default=1.0, gt=0.0)
@@ -480,9 +493,17 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _scorers_placed(self) -> "RunConfig":
-        missing = [n for n in self.filters.model_filters() if self.scoring.group_of(n) is None]
+        used = self.filters.model_filters()
+        missing = [n for n in used if self.scoring.group_of(n) is None]
         if missing:
             raise ValueError(f"scoring.groups: no group holds {', '.join(missing)}")
+        scorers = {f.name for f in registry.model_filters(self.filters.plugins)}
+        strays = sorted({n for g in self.scoring.groups for n in g.scorers} - scorers)
+        if strays:
+            raise ValueError(f"scoring.groups: {', '.join(strays)} is not a model filter")
+        unsized = [n for n in used if n not in self.scoring.batch_size]
+        if unsized:
+            raise ValueError(f"scoring.batch_size: no batch size for {', '.join(unsized)}")
         return self
 
     def inputs(self) -> list[InputEntry]:

@@ -1,4 +1,4 @@
-"""Shared by the sequence-classification scorers (NLI, reward): loading a model with its
+"""A Hugging Face sequence classifier for the NLI and reward scorers: loading a model with its
 tokenizer, and running length-sorted chunks. A batch of texts of mixed lengths padded to its
 longest wastes most of its compute; sorting by length first keeps padding small."""
 

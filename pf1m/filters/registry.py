@@ -1,0 +1,55 @@
+"""The one list of filters. The config's allowed names, the scoring phases, the report's
+sections and the benchmarks' lists derive from it. Adding a filter is one module plus one line
+here; a filter of your own is named by import path in the config's `filters.plugins`.
+
+Only names and import paths live here, so `pf1m.schemas.config` can check names without
+importing filter code."""
+
+from collections.abc import Sequence
+from functools import cache
+
+BUILTIN: dict[str, str] = {
+    "length": "pf1m.filters.length:Length",
+    "change": "pf1m.filters.change:Change",
+    "sts": "pf1m.filters.sts:Sts",
+    "nli": "pf1m.filters.nli:Nli",
+    "clip_paragraph": "pf1m.filters.clip_paragraph:ClipParagraph",
+    "reward": "pf1m.filters.reward:Reward",
+}
+
+
+@cache
+def _load(plugins: tuple[str, ...]) -> dict:
+    from pf1m.filters.base import Filter, import_object
+
+    found = {}
+    for path in (*BUILTIN.values(), *plugins):
+        try:
+            cls = import_object(path)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ValueError(f"filter {path}: cannot import it ({exc})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Filter)):
+            raise ValueError(f"filter {path}: not a pf1m.filters.base.Filter subclass")
+        if cls.name in found:
+            raise ValueError(f"filter {path}: the name {cls.name!r} is taken")
+        found[cls.name] = cls()
+    return found
+
+
+def load(plugins: Sequence[str] = ()) -> dict:
+    """Name -> Filter instance: the built-in filters, then the plugins, in this order."""
+    return _load(tuple(plugins))
+
+
+def model_filters(plugins: Sequence[str] = ()) -> list:
+    """The filters that score with a model, in scoring order (phase, then registry order)."""
+    scored = [f for f in load(plugins).values() if f.phase is not None]
+    return sorted(scored, key=lambda f: f.phase)
+
+
+def phases(plugins: Sequence[str] = ()) -> list[list]:
+    """Model filters grouped by phase, in order."""
+    grouped: dict[int, list] = {}
+    for f in model_filters(plugins):
+        grouped.setdefault(f.phase, []).append(f)
+    return [grouped[p] for p in sorted(grouped)]
