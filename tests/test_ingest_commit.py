@@ -4,6 +4,7 @@ with the difference, an interrupted ingest (SIGKILLed at a commit step) resumed 
 bytes, exit codes, and the phrasing file's validation. No Ray (one worker, in-process), except
 the kill test's one `pf1m ingest` subprocess."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -140,6 +141,12 @@ def test_shard_names_and_bytes_are_stable_and_max_samples_caps_records(tmp_path)
     u.ingest("vqa-v2", b, *_vqa_args(src))
     assert sorted(u.tar_bytes(a)) == ["00000.tar", "00001.tar", "00002.tar"]
     assert u.tar_bytes(a) == u.tar_bytes(b)
+    for name, payload in u.tar_bytes(a).items():  # checksummed while written, not read back
+        marker = json.loads((a / "_commits" / name.replace(".tar", ".json")).read_text())
+        assert (marker["sha256"], marker["bytes"]) == (
+            hashlib.sha256(payload).hexdigest(),
+            len(payload),
+        )
     u.ingest("vqa-v2", c, *_vqa_args(src, "--max-samples", "3"))
     assert [s.key for s in u.samples(c)] == ["100001", "101001", "102001"]
     assert u.tar_bytes(c)["00000.tar"] == u.tar_bytes(a)["00000.tar"]

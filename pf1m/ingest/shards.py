@@ -21,9 +21,10 @@ from pydantic import ValidationError
 
 from pf1m.ingest.images import ImageProblem, load
 from pf1m.pipeline import faults
-from pf1m.pipeline.commit import marker_relpath, now_iso, sha256_of, tmp_path, write_atomic
+from pf1m.pipeline.commit import marker_relpath, now_iso, tmp_path, write_atomic
 from pf1m.pipeline.prompt import ImageCountMismatch, place_images
 from pf1m.pipeline.storage import url_to_fs
+from pf1m.pipeline.writer import HashingFile
 from pf1m.schemas.ingest import (
     RegionPhrasing,
     ShardMarker,
@@ -136,10 +137,8 @@ def write_shard(chunk: Chunk, ctx: ShardContext) -> ShardMarker:
     tmp = tmp_path(final)
     samples = records = 0
     written: set[str] = set()
-    with (
-        fs.open(tmp, "wb") as f,
-        tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar,
-    ):
+    f = HashingFile(fs.open(tmp, "wb"))  # checksummed as written: the commit reads nothing back
+    with f, tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for item in chunk.items:
             records += item.count if isinstance(item, Skip) else 1
             built = item if isinstance(item, Skip) else build_sample(item, ctx, images_root)
@@ -157,17 +156,19 @@ def write_shard(chunk: Chunk, ctx: ShardContext) -> ShardMarker:
                 _add(tar, name, data)
             written.add(item.key)
             samples += 1
-    return _commit(fs, root, chunk.name, tmp, final, samples, records, tally, ctx.driver_pid)
+    tarball = (tmp, f.sha256(), f.size)
+    return _commit(fs, root, chunk.name, tarball, final, samples, records, tally, ctx.driver_pid)
 
 
 def _commit(
-    fs: AbstractFileSystem, root: str, name: str, tmp: str, final: str, samples: int,
-    records: int, tally: Tally, driver_pid: int,
+    fs: AbstractFileSystem, root: str, name: str, tarball: tuple[str, str, int], final: str,
+    samples: int, records: int, tally: Tally, driver_pid: int,
 ) -> ShardMarker:  # fmt: skip
     faults.kill_point("before_commit", name, driver_pid)
+    tmp = tarball[0]
     digest, size, rel = None, 0, None
     if samples:
-        digest, size = sha256_of(fs, tmp)
+        _, digest, size = tarball
         fs.mv(tmp, final)
         rel = shard_relpath(name)
     else:  # every record skipped: no tar, the marker alone says so

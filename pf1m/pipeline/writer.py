@@ -51,6 +51,12 @@ class HashingFile:
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
+    def __enter__(self) -> "HashingFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def write_file(
     fs: AbstractFileSystem, path: str, payload: bytes, rows: int | None = None
