@@ -104,15 +104,15 @@ def build_run(out: str, samples: int, shards: int, seed: int = 0, side: int = 32
     rg = cfg.writer.row_group_size
     for s, shard in enumerate(names):
         count = samples // shards + (s < samples % shards)
-        output = ShardOutput(fs, root, shard, rg)
-        for i in range(count):
-            row = synthetic_row(rng, shard, i, run_id, side)
-            output.add("data" if row["kept"] else "rejected", row)
-        fingerprint = InputFingerprint(url=manifest.shards[shard].url, size=count)
-        output.commit(
-            run_id=run_id, fingerprint=fingerprint,
-            config_hash=manifest.config_hash, samples_in=count,
-        )  # fmt: skip
+        with ShardOutput(fs, root, shard, rg) as output:
+            for i in range(count):
+                row = synthetic_row(rng, shard, i, run_id, side)
+                output.add("data" if row["kept"] else "rejected", row)
+            fingerprint = InputFingerprint(url=manifest.shards[shard].url, size=count)
+            output.commit(
+                run_id=run_id, fingerprint=fingerprint,
+                config_hash=manifest.config_hash, samples_in=count,
+            )  # fmt: skip
         manifest.shards[shard].status = "done"
         manifest.shards[shard].samples_in = count
     manifest.status = "succeeded"

@@ -34,6 +34,13 @@ def test_an_unknown_or_broken_plugin_is_refused_with_its_name():
         load_config(DEMO_CONFIG, ["filters.plugins=[tests.toy_filter:Missing]"])
     with pytest.raises(ConfigError, match="not a pf1m.filters.base.Filter"):
         load_config(DEMO_CONFIG, ["filters.plugins=[tests.toy_filter:Row]"])
+    with pytest.raises(ConfigError, match="toy_filter:ToyScored: a plugin must be a rule filter"):
+        load_config(DEMO_CONFIG, ["filters.plugins=[tests.toy_filter:ToyScored]"])
+    with pytest.raises(ConfigError, match="the filter name tasks is a filters field"):
+        load_config(DEMO_CONFIG, ["filters.plugins=[tests.toy_filter:ToyClash]"])
+    with pytest.raises(ConfigError, match="options: no filter named toy_chars"):
+        load_config(DEMO_CONFIG, ["filters.options={toy_chars: {max_chars: 1}}"])
+    assert load_config(DEMO_CONFIG, with_toy()).filters.plugins == ["tests.toy_filter:ToyChars"]
 
 
 @pytest.mark.slow

@@ -158,3 +158,12 @@ def test_refilter_marks_unscored_and_stale_rows():
     nli_too = flow_with("filters.tasks.caption=[length, change, sts, nli]")
     row, _ = nli_too.redecide(stored)
     assert row["reject_reasons"] == ["nli:unscored"] and not row["kept"]
+
+
+def test_a_scorers_reason_is_kept_for_its_filter_whatever_it_says():
+    flow = flow_with()
+    f = flow.begin("s", sample(), rewrite(CAPTION))
+    values = {"sts": ScoreResult(reason="sts:new_reason"), "clip_paragraph": [30.0] * 3,
+              "reward": (1.0, 0.0)}  # fmt: skip
+    score_all(flow, [f], values)
+    assert flow.finish(f)[1]["reject_reasons"] == ["sts:new_reason"]

@@ -17,3 +17,16 @@ class ToyChars(Filter):
 
     def decide(self, row: Row, settings: Any) -> list[str]:
         return [TOO_LONG] if len(row["rewrite_raw"] or "") > settings["max_chars"] else []
+
+
+class ToyScored(ToyChars):
+    """A plugin that asks for a model: refused (its score would have no column)."""
+
+    name = "toy_scored"
+    phase = 0
+
+
+class ToyClash(ToyChars):
+    """A plugin whose name is a `filters` field: refused."""
+
+    name = "tasks"

@@ -329,34 +329,34 @@ def import_pf1m(
 
 def _commit(dfs, droot, shard, batch, importer, manifest, fingerprint, result, config) -> None:
     rg = config.get("writer", {}).get("row_group_size", Writer().row_group_size)
-    output = ShardOutput(dfs, droot, shard, rg)
-    kept = 0
-    for index, raw in enumerate(batch):
-        try:
-            row = importer.row(raw, shard, index, manifest.run_id)
-        except BadRecord as exc:
-            extra = raw.get("pf1m") if isinstance(raw, dict) else None
-            known = {
-                name: value
-                for name, value in (extra if isinstance(extra, dict) else {}).items()
-                if isinstance(value, str)
-            }  # what this project's own record says about itself, when it says it as text
-            key = known.get("key", f"{index:09d}")
-            output.add("quarantine", {
-                "uid": known.get("uid", f"{shard}/{key}"), "shard": shard, "key": key,
-                "source": known.get("source"), "task": known.get("task"), "stage": STAGE,
-                "error_class": exc.error_class, "error_text": str(exc), "members": [],
-                "rewrite_raw": known.get("rewrite_raw"), "run_id": manifest.run_id,
-            })  # fmt: skip
-            result.quarantined += 1
-            continue
-        output.add("data", row)
-        kept += 1
-        result.rows += 1
-    output.commit(
-        run_id=manifest.run_id, fingerprint=fingerprint,
-        config_hash=manifest.config_hash, samples_in=len(batch),
-    )  # fmt: skip
+    with ShardOutput(dfs, droot, shard, rg) as output:
+        kept = 0
+        for index, raw in enumerate(batch):
+            try:
+                row = importer.row(raw, shard, index, manifest.run_id)
+            except BadRecord as exc:
+                extra = raw.get("pf1m") if isinstance(raw, dict) else None
+                known = {
+                    name: value
+                    for name, value in (extra if isinstance(extra, dict) else {}).items()
+                    if isinstance(value, str)
+                }  # what this project's own record says about itself, when it says it as text
+                key = known.get("key", f"{index:09d}")
+                output.add("quarantine", {
+                    "uid": known.get("uid", f"{shard}/{key}"), "shard": shard, "key": key,
+                    "source": known.get("source"), "task": known.get("task"), "stage": STAGE,
+                    "error_class": exc.error_class, "error_text": str(exc), "members": [],
+                    "rewrite_raw": known.get("rewrite_raw"), "run_id": manifest.run_id,
+                })  # fmt: skip
+                result.quarantined += 1
+                continue
+            output.add("data", row)
+            kept += 1
+            result.rows += 1
+        output.commit(
+            run_id=manifest.run_id, fingerprint=fingerprint,
+            config_hash=manifest.config_hash, samples_in=len(batch),
+        )  # fmt: skip
     manifest.shards[shard] = ShardState(
         url=fingerprint.url, status="done", samples_in=len(batch), kept=kept
     )

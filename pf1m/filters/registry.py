@@ -1,6 +1,7 @@
 """The one list of filters. The config's allowed names, the scoring phases, the report's
 sections and the benchmarks' lists derive from it. Adding a filter is one module plus one line
-here; a filter of your own is named by import path in the config's `filters.plugins`.
+here; a filter of your own is named by import path in the config's `filters.plugins` (a rule
+filter: a model filter's score needs its own column in pf1m/schemas/rows.py).
 
 Only names and import paths live here, so `pf1m.schemas.config` can check names without
 importing filter code."""
@@ -26,13 +27,23 @@ def _load(plugins: tuple[str, ...]) -> dict:
     for path in (*BUILTIN.values(), *plugins):
         try:
             cls = import_object(path)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ValueError(f"filter {path}: cannot import it ({exc})") from None
+        except Exception as exc:  # a plugin's own import error, whatever it is, named
+            msg = f"filter {path}: cannot import it ({type(exc).__name__}: {exc})"
+            raise ValueError(msg) from None
         if not (isinstance(cls, type) and issubclass(cls, Filter)):
             raise ValueError(f"filter {path}: not a pf1m.filters.base.Filter subclass")
         if cls.name in found:
             raise ValueError(f"filter {path}: the name {cls.name!r} is taken")
-        found[cls.name] = cls()
+        if path not in BUILTIN.values() and cls.phase is not None:
+            raise ValueError(
+                f"filter {path}: a plugin must be a rule filter (phase None); a model filter's "
+                "score needs a column of its own in the output schema, so it belongs in pf1m"
+            )
+        try:
+            found[cls.name] = cls()
+        except Exception as exc:
+            msg = f"filter {path}: cannot create it ({type(exc).__name__}: {exc})"
+            raise ValueError(msg) from None
     return found
 
 

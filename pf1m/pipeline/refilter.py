@@ -118,25 +118,25 @@ def _stream_rows(fs, path: str):
 
 def _refilter_shard(fs, root, dfs, droot, shard, marker, cfg, manifest, result) -> None:
     flow = RowFlow(cfg, manifest.run_id)
-    output = ShardOutput(dfs, droot, shard, cfg.writer.row_group_size)
-    for kind in ROW_KINDS:
-        for row in _stream_rows(fs, posixpath.join(root, marker.files[kind].path)):
-            new, stale = flow.redecide(row)
-            output.add("data" if new["kept"] else "rejected", new)
-            result.kept += new["kept"]
-            result.rejected += not new["kept"]
-            result.to_data += new["kept"] and not row["kept"]
-            result.to_rejected += row["kept"] and not new["kept"]
-            result.unscored += any(r.endswith(":unscored") for r in new["reject_reasons"])
-            result.reward_stale += stale
-    # Quarantine does not depend on filters: the same rows, now of this run.
-    for row in _stream_rows(fs, posixpath.join(root, marker.files["quarantine"].path)):
-        output.add("quarantine", {**row, "run_id": manifest.run_id})
-        result.quarantined += 1
-    output.commit(
-        run_id=manifest.run_id,
-        fingerprint=marker.input,
-        config_hash=manifest.config_hash,
-        samples_in=marker.samples_in,
-    )
+    with ShardOutput(dfs, droot, shard, cfg.writer.row_group_size) as output:
+        for kind in ROW_KINDS:
+            for row in _stream_rows(fs, posixpath.join(root, marker.files[kind].path)):
+                new, stale = flow.redecide(row)
+                output.add("data" if new["kept"] else "rejected", new)
+                result.kept += new["kept"]
+                result.rejected += not new["kept"]
+                result.to_data += new["kept"] and not row["kept"]
+                result.to_rejected += row["kept"] and not new["kept"]
+                result.unscored += any(r.endswith(":unscored") for r in new["reject_reasons"])
+                result.reward_stale += stale
+        # Quarantine does not depend on filters: the same rows, now of this run.
+        for row in _stream_rows(fs, posixpath.join(root, marker.files["quarantine"].path)):
+            output.add("quarantine", {**row, "run_id": manifest.run_id})
+            result.quarantined += 1
+        output.commit(
+            run_id=manifest.run_id,
+            fingerprint=marker.input,
+            config_hash=manifest.config_hash,
+            samples_in=marker.samples_in,
+        )
     result.shards += 1

@@ -39,7 +39,9 @@ class Flowing:
 
     row: dict[str, Any]
     members: list[tuple[str, int]]  # the tar members it came from (for quarantine)
-    not_scorable: list[str] = field(default_factory=list)  # reasons given instead of scores
+    rule_reasons: list[str] = field(default_factory=list)  # decided once, on the rewrite
+    # filter name -> the reasons it gave instead of a score
+    not_scorable: dict[str, list[str]] = field(default_factory=dict)
     failed: Bad | None = None  # rewrite or scorer failure: the row goes to quarantine
 
 
@@ -149,13 +151,12 @@ class RowFlow:
             prompt_tokens=result.prompt_tokens,
             output_tokens=result.output_tokens,
         )
-        row["reject_reasons"] = [str(r) for r in self.rules(row)]
+        flowing.rule_reasons = [str(r) for r in self.rules(row)]
+        row["reject_reasons"] = list(flowing.rule_reasons)
         return flowing
 
     def needs_scores(self, flowing: Flowing) -> bool:
-        return flowing.failed is None and self._scores_wanted(
-            flowing.row, flowing.row["reject_reasons"]
-        )
+        return flowing.failed is None and self._scores_wanted(flowing.row, flowing.rule_reasons)
 
     # ------------------------------------------------------------------ scoring
     def requests(self, rows: Iterable[Flowing], phase: int) -> list[ScoreRequest]:
@@ -170,7 +171,7 @@ class RowFlow:
                     continue
                 item = f.request(flowing.row, self._settings(f))
                 if isinstance(item, str):
-                    flowing.not_scorable.append(item)
+                    flowing.not_scorable.setdefault(f.name, []).append(item)
                     continue
                 req.targets.append(flowing)
                 req.items.append(item)
@@ -187,7 +188,7 @@ class RowFlow:
                 text = res.error_text or ""
                 flowing.failed = Bad(key, Stage.score(name), res.error_class, text)
             elif res.reason is not None:
-                flowing.not_scorable.append(res.reason)
+                flowing.not_scorable.setdefault(name, []).append(res.reason)
             else:
                 f.record(flowing.row, res.value)
 
@@ -202,15 +203,18 @@ class RowFlow:
                     f.after_phase(flowing.row, self._settings(f))
 
     # ------------------------------------------------------------------ decision
-    def _decide(self, row: dict[str, Any], not_scorable: Iterable[str]) -> None:
-        rule_reasons = self.rules(row)
-        reasons = [str(r) for r in rule_reasons]
+    def _decide(
+        self,
+        row: dict[str, Any],
+        rule_reasons: list[str],
+        not_scorable: Mapping[str, Iterable[str]],
+    ) -> None:
+        reasons = list(rule_reasons)
         if self._scores_wanted(row, rule_reasons):
-            given = set(not_scorable)
             for f in self.scored_by(row["task"]):
-                instead = given & f.not_scorable
+                instead = sorted(set(not_scorable.get(f.name, ())))
                 if instead:
-                    reasons += sorted(instead)
+                    reasons += instead
                 elif row[f.score_field] is None:
                     reasons.append(Reason.unscored(f.name))
                 else:
@@ -227,7 +231,7 @@ class RowFlow:
             return "quarantine", self.quarantine_row(
                 row["shard"], bad, row["source"], row["task"], row["rewrite_raw"]
             )
-        self._decide(row, flowing.not_scorable)
+        self._decide(row, flowing.rule_reasons, flowing.not_scorable)
         if not self.cfg.writer.embed_images:
             row["images"] = [{"bytes": None, "path": img["path"]} for img in row["images"]]
         return ("data" if row["kept"] else "rejected"), row
@@ -261,12 +265,15 @@ class RowFlow:
         on an `output` that has now changed (a new CLIP threshold rebuilt it)."""
         row = dict(stored)
         row["output"] = row["rewrite_raw"]
-        if self._scores_wanted(row, self.rules(row)):
+        rule_reasons = [str(r) for r in self.rules(row)]
+        given = set(stored["reject_reasons"] or [])
+        not_scorable = {f.name: given & f.not_scorable for f in self.scored_by(row["task"])}
+        if self._scores_wanted(row, rule_reasons):
             for phase in range(len(self.phases)):
                 for f in self.phases[phase]:
                     if f in self.scored_by(row["task"]) and row[f.score_field] is not None:
                         f.after_phase(row, self._settings(f))
-        self._decide(row, stored["reject_reasons"] or [])
+        self._decide(row, rule_reasons, not_scorable)
         row["run_id"] = self.run_id
         stale = stored["reward"] is not None and row["output"] != stored["output"]
         return row, stale

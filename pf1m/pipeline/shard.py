@@ -34,8 +34,9 @@ class ShardError(RuntimeError):
     """A shard that could not be processed as a whole (unreadable, truncated, not a tar)."""
 
 
-def on_worker(shard: str, exc: ConfigError) -> ShardError:
-    """A storage package the driver had but this worker node lacks: named, with the node."""
+def on_worker(shard: str, exc: Exception) -> ShardError:
+    """A storage package or filter plugin the driver had but this worker node lacks: named,
+    with the node."""
     return ShardError(f"{shard}: {exc} (missing on the worker node {socket.gethostname()})")
 
 
@@ -83,10 +84,10 @@ class _ShardRun:
 
     def __init__(self, ctx: RunContext, job: ShardJob, rewriters: list) -> None:
         self.ctx, self.job, self.rewriters = ctx, job, rewriters
-        self.flow = RowFlow(ctx.cfg, ctx.run_id, ctx.image_token)
         try:
+            self.flow = RowFlow(ctx.cfg, ctx.run_id, ctx.image_token)  # imports any plugins
             self.fs, self.root = url_to_fs(ctx.out)
-        except ConfigError as exc:
+        except (ConfigError, ValueError) as exc:
             raise on_worker(job.shard, exc) from None
         self.pending: dict[ray.ObjectRef, Callable[[Any], None]] = {}
         self.rewriting: set[ray.ObjectRef] = set()  # the rewrite batches among `pending`

@@ -1,7 +1,8 @@
 """One shard's output while it is written, and its commit: rows go to data/, rejected/ or
 quarantine/ temporaries, its stats accumulate beside them, and `commit` writes the stats file
 and commits all four (pipeline/commit.py). The run's shards, refilter, import-pf1m and the
-benchmarks' synthetic runs all write through this one path."""
+benchmarks' synthetic runs all write through this one path. Used as a context manager, an
+exception before the commit removes the attempt's temporaries."""
 
 import posixpath
 from collections.abc import Callable
@@ -25,6 +26,7 @@ class ShardOutput:
         self.fs, self.root, self.shard = fs, root, shard
         self.stats = StatsBuilder(shard)
         clean_shard(fs, root, shard)
+        self.committed = False
         self.writers: dict[str, RowGroupWriter] = {}
         for kind, schema in ROW_SCHEMAS.items():
             self.writers[kind] = RowGroupWriter(fs, self._temporary(kind), schema, row_group_size)
@@ -43,9 +45,22 @@ class ShardOutput:
             self.stats.add_row(row)
 
     def abort(self) -> None:
-        for writer in self.writers.values():
-            writer.abort()
-        clean_shard(self.fs, self.root, self.shard)
+        """Close every temporary and remove what this attempt left; nothing is committed."""
+        try:
+            for writer in self.writers.values():
+                try:
+                    writer.abort()
+                except OSError:
+                    pass  # its temporary is removed below either way
+        finally:
+            clean_shard(self.fs, self.root, self.shard)
+
+    def __enter__(self) -> "ShardOutput":
+        return self
+
+    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+        if exc_type is not None and not self.committed:
+            self.abort()
 
     def commit(
         self,
@@ -73,4 +88,5 @@ class ShardOutput:
             samples_in=samples_in,
             on_step=on_step,
         )
+        self.committed = True
         return stats

@@ -373,6 +373,12 @@ class Filters(_Strict):
         known = set(registry.BUILTIN)
         if self.plugins or not used <= known:
             known = set(registry.load(self.plugins))
+        clash = sorted((known - set(registry.BUILTIN)) & set(type(self).model_fields))
+        if clash:
+            raise ValueError(f"plugins: the filter name {', '.join(clash)} is a filters field")
+        strays = sorted(set(self.options) - known)
+        if strays:
+            raise ValueError(f"options: no filter named {', '.join(strays)}")
         unknown = sorted(used - known)
         if unknown:
             raise ValueError(
