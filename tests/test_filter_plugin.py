@@ -71,3 +71,25 @@ def test_a_plugin_filter_decides_in_the_shards_and_in_refilter(
         others = [x for x in r["reject_reasons"] if x != TOO_LONG]
         assert again[r["uid"]]["reject_reasons"] == others
         assert again[r["uid"]]["kept"] == (not others)
+
+
+def test_refilter_refuses_changes_that_need_new_scores():
+    """Each filter declares the settings that change its scores; refilter takes the rest."""
+    from pf1m.pipeline.refilter import _check_changes
+
+    decisions = (
+        "filters.sts.threshold: 0.4 -> 0.5",
+        "filters.tasks.vqa: [a] -> [b]",
+        "filters.options.toy_chars.max_chars: 65 -> 9",
+    )
+    for line in decisions:
+        _check_changes([line], ["tests.toy_filter:ToyChars"])
+    scores = (
+        "filters.sts.model: a -> b",
+        "filters.nli.premise: a -> b",
+        "filters.clip_paragraph.max_sentences: 10 -> 3",
+        "rewriter.model: a -> b",
+    )
+    for line in scores:
+        with pytest.raises(ConfigError, match="need new scores or rewrites"):
+            _check_changes([line], [])

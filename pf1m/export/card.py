@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from pf1m.export.reader import Source
+from pf1m.filters import registry
 from pf1m.schemas.audit import RunStats
 from pf1m.schemas.config import RunConfig
 from pf1m.schemas.export import ExportConfig, ExportManifest
@@ -54,10 +55,11 @@ def filters(config: RunConfig) -> dict[str, Any]:
     """Which filters each task ran, and every filter's settings (thresholds, models)."""
     f = config.filters
     out: dict[str, Any] = {"scoring": f.scoring, "tasks": {k: list(v) for k, v in f.tasks.items()}}
-    for name in ("length", "sts", "nli", "clip_paragraph", "reward"):
-        section = getattr(f, name)
-        if section is not None:
-            out[name] = section.model_dump(mode="json")
+    for name, flt in registry.load(f.plugins).items():
+        section = flt.settings(f)
+        dumped = section.model_dump(mode="json") if hasattr(section, "model_dump") else section
+        if dumped:  # a filter without settings (change) says nothing here
+            out[name] = dumped
     return out
 
 

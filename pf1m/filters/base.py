@@ -44,6 +44,8 @@ class Filter:
     reasons: ClassVar[tuple[str, ...]]  # every reason code it gives
     not_scorable: ClassVar[frozenset[str]] = frozenset()  # reasons given instead of a score
     scorer: ClassVar[str | None] = None  # `module:Class` of its model (pf1m.models.scorers)
+    # settings that change its scores, not just its decision (refilter refuses changing them)
+    scoring_settings: ClassVar[tuple[str, ...]] = ()
     histograms: ClassVar[tuple[Histogram, ...]] = ()
     labels: ClassVar[tuple[str, ...]] = ()  # a label score: the report counts each label
     labels_title: ClassVar[str] = ""

@@ -45,6 +45,7 @@ class ClipParagraph(Filter):
     reasons = (Reason.CLIP_ALL_REMOVED, Reason.CLIP_NO_IMAGE)
     not_scorable = frozenset({Reason.CLIP_NO_IMAGE})
     scorer = "pf1m.models.scorers.clip:ClipScorer"
+    scoring_settings = ("model", "pretrained", "trust_remote_code", "max_sentences")
     histograms = (
         Histogram(
             "CLIP score per paragraph",

@@ -22,6 +22,7 @@ class Nli(Filter):
     reasons = (Reason.NLI_CONTRADICTION, Reason.NLI_TOO_LONG)
     not_scorable = frozenset({Reason.NLI_TOO_LONG})
     scorer = "pf1m.models.scorers.nli:NliScorer"
+    scoring_settings = ("model", "trust_remote_code", "premise", "hypothesis")
     labels = NLI_LABELS
     labels_title = "NLI label (contradiction is rejected)"
 

@@ -23,6 +23,7 @@ class Reward(Filter):
     phase = 1  # reads `output`, rebuilt by phase 0
     reasons = (Reason.REWARD_BELOW_MIN, Reason.REWARD_LOW_GAIN)
     scorer = "pf1m.models.scorers.reward:RewardScorer"
+    scoring_settings = ("model", "trust_remote_code")
     histograms = (
         Histogram(
             "Reward of the output",

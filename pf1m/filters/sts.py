@@ -15,6 +15,7 @@ class Sts(Filter):
     reasons = (Reason.STS_BELOW_THRESHOLD, Reason.STS_TOO_LONG)
     not_scorable = frozenset({Reason.STS_TOO_LONG})
     scorer = "pf1m.models.scorers.sts:StsScorer"
+    scoring_settings = ("model", "trust_remote_code")
     histograms = (
         Histogram(
             "STS cosine (raw vs rewrite)",

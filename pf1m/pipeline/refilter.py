@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
+from pf1m.filters import registry
 from pf1m.pipeline.audit import ROW_KINDS, audit, committed, with_overrides
 from pf1m.pipeline.commit import now_iso
 from pf1m.pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
@@ -22,16 +23,6 @@ from pf1m.pipeline.storage import url_to_fs
 from pf1m.schemas.audit import RunStats
 from pf1m.schemas.config import ConfigError, config_hash, validate_config
 from pf1m.schemas.run import RunManifest, ShardState
-
-# Settings of a model filter that change its scores, not just its decision.
-SCORING_FIELDS = (
-    "model",
-    "pretrained",
-    "trust_remote_code",
-    "premise",
-    "hypothesis",
-    "max_sentences",
-)
 
 
 @dataclass
@@ -48,12 +39,15 @@ class RefilterResult:
     stats: RunStats | None = None  # the new run's merged stats (also in NEW/stats.json)
 
 
-def _check_changes(lines: list[str]) -> None:
+def _check_changes(lines: list[str], plugins: list[str]) -> None:
+    """Each filter says which of its settings change scores (`scoring_settings`)."""
+    known = registry.load(plugins)
     refused = []
     for line in lines:
         key = line.strip().split(":")[0]
         parts = key.split(".")
-        if parts[0] != "filters" or (len(parts) > 2 and parts[2] in SCORING_FIELDS):
+        scoring = known[parts[1]].scoring_settings if len(parts) > 2 and parts[1] in known else ()
+        if parts[0] != "filters" or (len(parts) > 2 and parts[2] in scoring):
             refused.append(line)
     if refused:
         raise ConfigError(
@@ -71,7 +65,7 @@ def refilter(src: str, overrides: list[str], dest: str) -> RefilterResult:
     cfg = with_overrides(base, [*overrides, f"output={dest}"])
     fingerprints = old.hashed["model_fingerprints"]
     hashed = cfg.hashed_view(fingerprints)
-    _check_changes(diff_views(base.hashed_view(fingerprints), hashed))
+    _check_changes(diff_views(base.hashed_view(fingerprints), hashed), cfg.filters.plugins)
     if load_manifest(dfs, droot) is not None:
         raise ConfigError(f"{dest} already holds a run; refilter writes a new directory")
     dfs.makedirs(droot, exist_ok=True)
