@@ -1,8 +1,9 @@
 """Cluster operation against a real two-node Ray cluster started by the test: `ray start
 --head` and a second raylet joined with `ray start --address`, both on loopback with their
 own ports, object stores and logical GPUs, token authentication on (Ray 2.60's default for
-`ray start` clusters). The demo config runs on the transformers backend (an engine per
-replica would exhaust two cores) with one rewriter replica per GPU node."""
+`ray start` clusters), each node with its own temp dir. The demo config runs on the
+transformers backend (an engine per replica would exhaust two cores) with one rewriter replica
+per GPU node."""
 
 import json
 import os
@@ -46,7 +47,10 @@ def node_args(ports: list[int], worker_range: tuple[int, int]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    temp = tmp_path_factory.mktemp("ray")  # both nodes' sessions live here; teardown kills
+    # Each node its own temp dir, as on separate machines: with one shared, both runtime-env
+    # agents unpack a job's working_dir into the same folder at once, and a worker may import
+    # from a half-unpacked copy (ModuleNotFoundError for a module that exists).
+    temp, worker_temp = tmp_path_factory.mktemp("ray"), tmp_path_factory.mktemp("ray-worker")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # as with an activated venv
@@ -57,8 +61,8 @@ def cluster(tmp_path_factory):
     head = [RAY, "start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(dashboard), "--include-dashboard", "true",
             "--temp-dir", str(temp), *common, *node_args(ports[:6], (21000, 21999))]  # fmt: skip
-    worker = [RAY, "start", "--address", f"127.0.0.1:{gcs}", *common,
-              *node_args(ports[6:12], (22000, 22999))]  # fmt: skip
+    worker = [RAY, "start", "--address", f"127.0.0.1:{gcs}", "--temp-dir", str(worker_temp),
+              *common, *node_args(ports[6:12], (22000, 22999))]  # fmt: skip
     try:
         for cmd in (head, worker):
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -69,7 +73,7 @@ def cluster(tmp_path_factory):
             "metrics": [head_metrics, worker_metrics],
         }
     finally:  # `ray stop` would also stop the test session's own local Ray: kill ours only
-        marks = (str(temp), f"127.0.0.1:{gcs}")
+        marks = (str(temp), str(worker_temp), f"127.0.0.1:{gcs}")  # teardown kills ours
         ours = [p for p in psutil.process_iter(["cmdline"])
                 if any(m in a for a in p.info["cmdline"] or [] for m in marks)]  # fmt: skip
         family = set(ours)  # agents rename themselves (ray::DashboardAgent): go by parentage
