@@ -72,7 +72,9 @@ def main() -> None:
     cfg = absolutize(load_config(CONFIG, base))
     batch = cfg.resources.batch_size
 
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
+    )
     requests = [r for r, _ in load_requests(cfg, shards, "<image>")]
 
     # name -> (variant overrides, max tokens, metric, target)

@@ -61,7 +61,9 @@ def main() -> None:
     cfg = absolutize(load_config(CONFIG, [*base, f"output={work / 'run'}"]))
     res = cfg.resources
 
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
+    )
     rewriters, scorers = start_rewriters(cfg, "bench"), start_scorers(cfg, "bench")
     token = ray.get(rewriters[0].info.remote()).image_token
     requests = [r for r, _ in load_requests(cfg, shards, token)]

@@ -80,7 +80,9 @@ def chat_line(work: Path, shards: Path, chat_model: Path, base: list[str], repea
     sets = [*base, f"rewriter.model={chat_model}", *CHAT_PROMPT]
     cfg = absolutize(load_config(CONFIG, [*sets, f"output={work / 'chat-unused'}"]))
     batch = cfg.resources.batch_size
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
+    )
     actors = start_rewriters(cfg, "bench-chat")
     requests = chat_requests(cfg, shards)
     rewriter_alone(actors, requests[: batch * 4], batch)  # warm-up
@@ -178,7 +180,9 @@ def main() -> None:
     cfg = absolutize(load_config(CONFIG, [*base, f"output={work / 'unused'}"]))
     batch, threads = cfg.resources.batch_size, cfg.resources.torch_threads or 1
 
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
+    )
     actors = start_rewriters(cfg, "bench")
     token = ray.get(actors[0].info.remote()).image_token
     pairs = load_requests(cfg, shards, token)

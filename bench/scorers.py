@@ -106,7 +106,9 @@ def main() -> None:
 
     from pf1m.actors.scorer import ScorerActor
 
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
+    )
     actor = ray.remote(ScorerActor).options(max_concurrency=4096, num_cpus=2).remote(
         cfg.filters, ["sts", "clip_paragraph"], scoring
     )  # fmt: skip

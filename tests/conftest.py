@@ -43,7 +43,9 @@ def ray_local():
     import ray
 
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
+    )
     yield ray
     ray.shutdown()
 

@@ -87,7 +87,12 @@ def main() -> int:
         (root / "shards").mkdir()
         write_shards(root / "shards", samples=84, shards=4, seed=0)
         os.environ.pop("RAY_ADDRESS", None)
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local",
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=False,
+        )
         try:
             result = run_golden(root / "shards", models, root / "out")
         finally:

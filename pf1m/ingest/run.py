@@ -83,7 +83,9 @@ def ensure_ray() -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
         return False
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    ray.init(
+        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True
+    )
     return True
 
 

@@ -121,6 +121,7 @@ def init_ray(cfg: RunConfig, logs: RunLogs | None = None) -> bool:
         ray.init(log_to_driver=live)
         return False
     ray.init(
+        address="local",  # never a `ray start` cluster this machine happens to run
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
         log_to_driver=live,
