@@ -186,16 +186,17 @@ def test_rewriter_actor_killed_mid_run(
     killed_at: list[str] = []
     record = Driver._record
 
-    def record_then_kill(self, *args) -> None:
+    def record_then_kill(self, ref, shard, manifest, progress) -> None:
         """In the driver's own loop, once the first shard is recorded (five still to do): the
-        kill lands mid-run however fast the machine runs, not after a thread's race."""
-        record(self, *args)
+        kill lands mid-run however fast the machine runs, not after a thread's race. This
+        run's own replica, by name: the session's replicas share this Ray."""
+        record(self, ref, shard, manifest, progress)
         if killed_at:
             return
+        name = f"pf1m-rewriter-{manifest.run_id}-0"
         actor = next(
-            a for a in ray_local.util.list_named_actors(all_namespaces=True)
-            if a["name"].startswith("pf1m-rewriter-")
-        )  # fmt: skip
+            a for a in ray_local.util.list_named_actors(all_namespaces=True) if a["name"] == name
+        )
         handle = ray_local.get_actor(actor["name"], namespace=actor["namespace"])
         ray_local.kill(handle, no_restart=False)
         killed_at.append(actor["name"])
