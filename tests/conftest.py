@@ -64,6 +64,28 @@ def scorers(ray_local, demo_models, demo_shards, tmp_path_factory):
         ray_local.kill(actor)
 
 
+# One actor for every scorer, on a tenth of a CPU (the session's replicas hold most of the two).
+ONE_SCORER_GROUP = "scoring.groups=[{scorers: [sts, nli, clip_paragraph, reward], num_cpus: 0.1}]"
+
+
+@pytest.fixture(scope="session")
+def deterministic_scorers(ray_local, demo_models, demo_shards, tmp_path_factory):
+    """Scorers for `rewriter.deterministic` runs (one item per forward pass), shared by every
+    such run of the session instead of each driver starting its own."""
+    from pf1m.pipeline.driver import absolutize, start_scorers
+
+    out = tmp_path_factory.mktemp("unused")
+    cfg = demo_config(
+        demo_shards, demo_models, out, "rewriter.deterministic=true", ONE_SCORER_GROUP
+    )
+    by_name = start_scorers(absolutize(cfg), "tests-deterministic")
+    actors = list({id(a): a for rs in by_name.values() for a in rs}.values())
+    ray_local.get([a.names.remote() for a in actors])
+    yield by_name
+    for actor in actors:
+        ray_local.kill(actor)
+
+
 # The chat-prompt runs (tests/test_chat_pipeline.py): the tiny Qwen2.5-VL-shaped chat model
 # with a rewrite instruction of its own, a small context and a large image size, so one
 # oversized image overflows it. A twentieth of a CPU (a scheduling token: the engine's processes

@@ -56,14 +56,15 @@ def snapshot(out: Path) -> dict[str, Any]:
     return {"rows": dict(sorted(rows.items())), "shard_stats": stats, "audit": figures}
 
 
-def run_golden(shards: Path, models: dict[str, Path], out: Path, *extra: str):
+def run_golden(shards: Path, models: dict[str, Path], out: Path, *extra: str, scorers=None):
+    """`scorers`: deterministic scorer actors already running (None: the driver starts them)."""
     from pf1m.pipeline.audit import audit
     from pf1m.pipeline.driver import Driver
     from pf1m.pipeline.storage import url_to_fs
     from tests.conftest import demo_config
 
     cfg = demo_config(shards, models, out, *SETTINGS, *extra)
-    result = Driver(cfg, quiet=True).run()
+    result = Driver(cfg, quiet=True, scorers=scorers).run()
     audit(*url_to_fs(str(out)))
     return result
 

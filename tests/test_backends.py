@@ -28,7 +28,7 @@ SMALL = (
 
 
 def run(shards, models, out, scorers, *extra):
-    """`scorers=None`: the driver starts its own (deterministic runs need deterministic ones)."""
+    """`scorers`: running scorer actors (deterministic runs need the deterministic ones)."""
     cfg = demo_config(shards, models, out, "rewriter.backend=transformers", *SMALL, *extra)
     return Driver(cfg, quiet=True, scorers=scorers).run()
 
@@ -48,12 +48,15 @@ def test_transformers_backend_writes_the_same_schema(
 
 
 def test_deterministic_rows_do_not_depend_on_batching(
-    ray_local, demo_models, demo_shards, tmp_path
+    ray_local, deterministic_scorers, demo_models, demo_shards, tmp_path
 ):
     common = ("rewriter.deterministic=true", "limit_per_shard=6")
-    small = run(demo_shards, demo_models, tmp_path / "a", None, *common, "resources.batch_size=2")
+    scorers = deterministic_scorers
+    small = run(
+        demo_shards, demo_models, tmp_path / "a", scorers, *common, "resources.batch_size=2"
+    )
     large = run(
-        demo_shards, demo_models, tmp_path / "b", None, *common,
+        demo_shards, demo_models, tmp_path / "b", scorers, *common,
         "resources.batch_size=16", "resources.shards_in_flight=2",
     )  # fmt: skip
     assert small.exit_code == large.exit_code == ExitCode.OK

@@ -174,10 +174,10 @@ def test_driver_killed_from_outside_at_a_random_moment(
 
 
 def test_rewriter_actor_killed_mid_run(
-    ray_local, demo_models, small_shards, reference, tmp_path, monkeypatch
+    ray_local, deterministic_scorers, demo_models, small_shards, reference, tmp_path, monkeypatch
 ):
     """Ray restarts the replica (max_restarts) and retries its calls; the run completes. The
-    driver starts its own (deterministic) scorers, as the reference run did."""
+    scorers are the session's deterministic ones, as the reference run's were."""
     cfg = demo_config(
         small_shards, demo_models, tmp_path / "out", *DETERMINISTIC,
         "resources.cpus_per_replica=0.2",
@@ -202,7 +202,7 @@ def test_rewriter_actor_killed_mid_run(
         killed_at.append(actor["name"])
 
     monkeypatch.setattr(Driver, "_record", record_then_kill)
-    result = Driver(cfg, quiet=True).run()
+    result = Driver(cfg, quiet=True, scorers=deterministic_scorers).run()
     assert killed_at, "the rewriter was never killed"
     assert result.exit_code == ExitCode.OK, result.summary
     assert len(list((tmp_path / "out" / "_commits").glob("*.json"))) == len(SHARDS)

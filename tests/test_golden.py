@@ -18,10 +18,10 @@ def _diff(got: dict, want: dict) -> list[str]:
 
 
 def test_golden_run_and_refilter_reproduce_the_recorded_decisions(
-    ray_local, demo_models, demo_shards, tmp_path
+    ray_local, deterministic_scorers, demo_models, demo_shards, tmp_path
 ):
     out = tmp_path / "out"
-    result = run_golden(demo_shards, demo_models, out)
+    result = run_golden(demo_shards, demo_models, out, scorers=deterministic_scorers)
     assert result.exit_code == ExitCode.OK
     got, want = snapshot(out), load()
     assert len(want["rows"]) == 48
