@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
-from pf1m.pipeline.audit import Committed, committed, merge, verify_shard
+from pf1m.pipeline.audit import Committed, committed, merge, stream_rows, verify_shard
 from pf1m.pipeline.manifest import MANIFEST
 from pf1m.schemas.audit import RunStats
 from pf1m.schemas.commit import CommitMarker
@@ -66,7 +65,4 @@ def open_source(fs: AbstractFileSystem, root: str) -> Source:
 def kept_rows(source: Source) -> Iterator[dict[str, Any]]:
     """Every kept row of the verified shards, in shard order, one row group in memory."""
     for marker in source.verified.values():
-        with source.fs.open(posixpath.join(source.root, marker.files["data"].path), "rb") as f:
-            parquet = pq.ParquetFile(f)
-            for i in range(parquet.num_row_groups):
-                yield from parquet.read_row_group(i).to_pylist()
+        yield from stream_rows(source.fs, posixpath.join(source.root, marker.files["data"].path))

@@ -7,6 +7,7 @@ uninterrupted one: stats are per shard and a shard is committed once.
 """
 
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,14 @@ def committed(fs: AbstractFileSystem, root: str) -> Committed:
         if marker is not None and marker.config_hash == manifest.config_hash:
             markers[shard] = marker
     return Committed(manifest, markers)
+
+
+def stream_rows(fs: AbstractFileSystem, path: str) -> Iterator[dict[str, Any]]:
+    """A committed Parquet file's rows, one row group in memory at a time."""
+    with fs.open(path, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        for i in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(i).to_pylist()
 
 
 def read_shard_stats(fs: AbstractFileSystem, root: str, marker: CommitMarker) -> ShardStats:

@@ -11,10 +11,8 @@ import posixpath
 import uuid
 from dataclasses import dataclass
 
-import pyarrow.parquet as pq
-
 from pf1m.filters import registry
-from pf1m.pipeline.audit import ROW_KINDS, audit, committed, with_overrides
+from pf1m.pipeline.audit import ROW_KINDS, audit, committed, stream_rows, with_overrides
 from pf1m.pipeline.commit import now_iso
 from pf1m.pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
 from pf1m.pipeline.row_flow import RowFlow
@@ -102,19 +100,11 @@ def refilter(src: str, overrides: list[str], dest: str) -> RefilterResult:
     return result
 
 
-def _stream_rows(fs, path: str):
-    """A committed Parquet file's rows, one row group in memory at a time."""
-    with fs.open(path, "rb") as f:
-        parquet = pq.ParquetFile(f)
-        for i in range(parquet.num_row_groups):
-            yield from parquet.read_row_group(i).to_pylist()
-
-
 def _refilter_shard(fs, root, dfs, droot, shard, marker, cfg, manifest, result) -> None:
     flow = RowFlow(cfg, manifest.run_id)
     with ShardOutput(dfs, droot, shard, cfg.writer.row_group_size) as output:
         for kind in ROW_KINDS:
-            for row in _stream_rows(fs, posixpath.join(root, marker.files[kind].path)):
+            for row in stream_rows(fs, posixpath.join(root, marker.files[kind].path)):
                 new, stale = flow.redecide(row)
                 output.add("data" if new["kept"] else "rejected", new)
                 result.kept += new["kept"]
@@ -124,7 +114,7 @@ def _refilter_shard(fs, root, dfs, droot, shard, marker, cfg, manifest, result) 
                 result.unscored += any(r.endswith(":unscored") for r in new["reject_reasons"])
                 result.reward_stale += stale
         # Quarantine does not depend on filters: the same rows, now of this run.
-        for row in _stream_rows(fs, posixpath.join(root, marker.files["quarantine"].path)):
+        for row in stream_rows(fs, posixpath.join(root, marker.files["quarantine"].path)):
             output.add("quarantine", {**row, "run_id": manifest.run_id})
             result.quarantined += 1
         output.commit(

@@ -62,24 +62,22 @@ class RowFlow:
         self.image_token = image_token
         self.registry: dict[str, Filter] = registry.load(cfg.filters.plugins)
         self.phases: list[list[Filter]] = registry.phases(cfg.filters.plugins)
+        # per task, in the task's order: its rule filters and its model filters
+        by_task = {t: [self.registry[n] for n in names] for t, names in self.filters.tasks.items()}
+        self._rules = {t: [f for f in fs if f.phase is None] for t, fs in by_task.items()}
+        self._scored = {t: [f for f in fs if f.phase is not None] for t, fs in by_task.items()}
 
     # ------------------------------------------------------------------ per task
-    def _task(self, task: str, scored: bool) -> list[Filter]:
-        return [
-            f
-            for f in (self.registry[n] for n in self.filters.tasks[task])
-            if (f.phase is not None) == scored
-        ]
-
     def _settings(self, f: Filter) -> Any:
         return f.settings(self.filters)
 
     def rules(self, row: Mapping[str, Any]) -> list[str]:
-        return [r for f in self._task(row["task"], False) for r in f.decide(row, self._settings(f))]
+        """The reasons of the task's rule filters, in the task's order."""
+        return [str(r) for f in self._rules[row["task"]] for r in f.decide(row, self._settings(f))]
 
     def scored_by(self, task: str) -> list[Filter]:
         """The task's model filters, in the task's order."""
-        return self._task(task, True)
+        return self._scored[task]
 
     def _scores_wanted(self, row: Mapping[str, Any], rule_reasons: list[str]) -> bool:
         return bool(self.scored_by(row["task"])) and (
@@ -151,7 +149,7 @@ class RowFlow:
             prompt_tokens=result.prompt_tokens,
             output_tokens=result.output_tokens,
         )
-        flowing.rule_reasons = [str(r) for r in self.rules(row)]
+        flowing.rule_reasons = self.rules(row)
         row["reject_reasons"] = list(flowing.rule_reasons)
         return flowing
 
@@ -265,7 +263,7 @@ class RowFlow:
         on an `output` that has now changed (a new CLIP threshold rebuilt it)."""
         row = dict(stored)
         row["output"] = row["rewrite_raw"]
-        rule_reasons = [str(r) for r in self.rules(row)]
+        rule_reasons = self.rules(row)
         given = set(stored["reject_reasons"] or [])
         not_scorable = {f.name: given & f.not_scorable for f in self.scored_by(row["task"])}
         if self._scores_wanted(row, rule_reasons):
