@@ -136,35 +136,6 @@ def rows(out: Path) -> list[str]:
     ]
 
 
-def test_pf1m_submit_spreads_replicas_and_reports(cluster, demo_models, cluster_shards, tmp_path):
-    out = tmp_path / "out"
-    done = pf1m(cluster, "submit", str(DEMO_CONFIG), "--address", cluster["address"],
-                *sets(cluster_shards, demo_models, out))  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    job = done.stdout.split()[1]
-    assert f"pf1m logs {job}" in done.stdout
-    assert wait_for(cluster, job, {"SUCCEEDED", "FAILED", "STOPPED"}) == "SUCCEEDED", pf1m(
-        cluster, "logs", job, "--address", cluster["address"]
-    ).stdout
-    logs = pf1m(cluster, "logs", job, "--address", cluster["address"]).stdout
-    assert "rewriter replica 0: node" in logs and "== pf1m run summary ==" in logs
-    assert "is a local path on a 2-node cluster" in logs  # said, not refused: it may be NFS
-    run = json.loads((out / "run.json").read_text())
-    placed = {(r["node_id"], tuple(r["gpu_ids"])) for r in run["replicas"]}
-    assert len(placed) == 2 and len({node for node, _ in placed}) == 2  # one per node
-    assert all(len(gpus) == 1 for _, gpus in placed)
-    assert sorted(rows(out)) == sorted(set(rows(out))) and len(rows(out)) == 48
-    # metrics reached the nodes' Prometheus endpoints (exported every few seconds)
-    deadline, text = time.monotonic() + 60, ""
-    while 'outcome="kept"' not in text and time.monotonic() < deadline:
-        text = "".join(
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-            for port in cluster["metrics"]
-        )
-        time.sleep(1)
-    assert "pf1m_samples" in text and 'outcome="kept"' in text
-
-
 def plain_ray_job_submit(cluster, demo_models, cluster_shards, out: Path) -> str:
     """The same run through Ray's own CLI: `ray job submit --working-dir` + the rewrite job."""
     cmd = [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT),
@@ -176,24 +147,49 @@ def plain_ray_job_submit(cluster, demo_models, cluster_shards, out: Path) -> str
     return next(w.strip("'") for w in done.stdout.split() if w.strip("'").startswith("raysubmit_"))
 
 
-def test_stop_mid_run_then_resubmit_with_plain_ray_job_submit_loses_and_duplicates_nothing(
+def test_submit_stop_then_plain_ray_job_submit_resumes_spread_reported_and_complete(
     cluster, demo_models, cluster_shards, tmp_path
 ):
-    """`pf1m submit`, `pf1m stop` once a shard is committed, then the same run resubmitted with
-    plain `ray job submit` (a user need not use pf1m's wrapper): it resumes to every row once."""
+    """`pf1m submit`, `pf1m stop` once a shard is committed (the `pause` fault point holds the
+    last shard, so the run cannot finish first), then the same run resubmitted with plain `ray
+    job submit` (a user need not use pf1m's wrapper): it resumes to every row once, with one
+    rewriter replica per node, its report in `pf1m logs` and its metrics on the nodes'
+    Prometheus endpoints."""
     out = tmp_path / "out"
-    args = ["submit", str(DEMO_CONFIG), "--address", cluster["address"],
-            *sets(cluster_shards, demo_models, out)]  # fmt: skip
-    job = pf1m(cluster, *args).stdout.split()[1]
+    held = "job.runtime_env={env_vars: {PF1M_FAULT_PAUSE: 'before_commit:00005'}}"
+    done = pf1m(cluster, "submit", str(DEMO_CONFIG), "--address", cluster["address"],
+                *sets(cluster_shards, demo_models, out, held))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.split()[1]
+    assert f"pf1m logs {job}" in done.stdout
     deadline = time.monotonic() + 300
     while not list((out / "_commits").glob("*.json")) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert pf1m(cluster, "stop", job, "--address", cluster["address"]).returncode == 0
-    assert wait_for(cluster, job, {"STOPPED", "SUCCEEDED", "FAILED"}) in {"STOPPED", "SUCCEEDED"}
+    assert wait_for(cluster, job, {"STOPPED", "SUCCEEDED", "FAILED"}) == "STOPPED"
+    assert not (out / "_commits" / "00005.json").exists()
+
     again = plain_ray_job_submit(cluster, demo_models, cluster_shards, out)
-    assert wait_for(cluster, again, {"SUCCEEDED", "FAILED", "STOPPED"}) == "SUCCEEDED"
+    state = wait_for(cluster, again, {"SUCCEEDED", "FAILED", "STOPPED"})
+    text = pf1m(cluster, "logs", again, "--address", cluster["address"]).stdout
+    assert state == "SUCCEEDED", text
+    assert "rewriter replica 0: node" in text and "== pf1m run summary ==" in text
+    assert "is a local path on a 2-node cluster" in text  # said, not refused: it may be NFS
+    run = json.loads((out / "run.json").read_text())
+    placed = {(r["node_id"], tuple(r["gpu_ids"])) for r in run["replicas"]}
+    assert len(placed) == 2 and len({node for node, _ in placed}) == 2  # one per node
+    assert all(len(gpus) == 1 for _, gpus in placed)
     uids = rows(out)
     assert len(uids) == 48 and len(set(uids)) == 48
+    # metrics reached the nodes' Prometheus endpoints (exported every few seconds)
+    deadline, text = time.monotonic() + 60, ""
+    while 'outcome="kept"' not in text and time.monotonic() < deadline:
+        text = "".join(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            for port in cluster["metrics"]
+        )
+        time.sleep(1)
+    assert "pf1m_samples" in text and 'outcome="kept"' in text
 
 
 def test_asking_for_more_gpus_than_exist_fails_fast(cluster, demo_models, cluster_shards, tmp_path):
