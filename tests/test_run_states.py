@@ -119,6 +119,7 @@ def pf1m_run(shards: Path, models: dict, out: Path, *args: str, env: dict) -> su
     sets = [
         f"input={shards}/*.tar",
         f"output={out}",
+        "limit_per_shard=5",  # how a run ends is the point, not how much it does
         *demo_model_overrides(models["rewriter"].parent),
     ]
     cmd = [sys.executable, "-m", "pf1m.jobs.cli", "run", str(DEMO_CONFIG), *args]
