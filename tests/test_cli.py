@@ -1,7 +1,6 @@
 """The user's command in-process: `pf1m run` whose model cannot load. `pf1m run demo` as a
 user starts it (a subprocess, from an installed wheel) is tests/test_wheel.py."""
 
-
 import pytest
 
 from pf1m.jobs.cli import demo_model_overrides

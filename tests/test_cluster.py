@@ -200,3 +200,10 @@ def test_asking_for_more_gpus_than_exist_fails_fast(cluster, demo_models, cluste
     assert wait_for(cluster, job, {"SUCCEEDED", "FAILED", "STOPPED"}) == "FAILED"
     logs = pf1m(cluster, "logs", job, "--address", cluster["address"]).stdout
     assert "the config asks for 5 GPUs" in logs and "the cluster has 4" in logs
+
+
+def test_an_unknown_job_id_is_one_clear_error(cluster):
+    done = pf1m(cluster, "status", "pf1m-nosuchjob", "--address", cluster["address"])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: Ray Job API at {cluster['address']}:")
+    assert "pf1m-nosuchjob" in done.stderr and "Traceback" not in done.stderr

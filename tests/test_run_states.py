@@ -98,6 +98,21 @@ def test_status_refuses_address_for_a_run_directory_and_a_directory_without_a_ru
     assert is_run_target("s3://bucket/run") and is_run_target(str(out))
 
 
+def test_job_commands_against_an_unreachable_cluster_say_so_in_one_error(capsys):
+    """status, logs, stop and submit with an address where no Ray listens: exit 1 and pf1m's
+    own lines naming the address, not the Job API's traceback."""
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        address = f"http://127.0.0.1:{s.getsockname()[1]}"
+    for args in (["status", "pf1m-0123456789"], ["logs", "pf1m-0123456789"],
+                 ["stop", "pf1m-0123456789"], ["submit", "demo"]):  # fmt: skip
+        code = main([*args, "--address", address])
+        captured = capsys.readouterr()
+        assert code == ExitCode.ERROR, args
+        assert captured.err.startswith(f"error: Ray Job API at {address}: Failed to connect")
+        assert "Traceback" not in captured.err and len(captured.err.splitlines()) == 2
+
+
 def test_the_summary_of_an_interrupted_run_says_how_to_go_on():
     summary = {
         "shards_done": 1, "shards_total": 4, "shards_processed_now": 1, "samples_in": 21,

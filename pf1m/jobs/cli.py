@@ -506,9 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "submit", False):
-            from pf1m.jobs.submit import main_submit
+            from pf1m.jobs.submit import cmd_submit
 
-            return main_submit(args, _overrides(args))
+            return cmd_submit(args, _overrides(args))
         return args.func(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,12 +9,15 @@ RAY_ADDRESS, as for `ray job`.
 
 import argparse
 import asyncio
+import functools
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
 
 from pf1m.schemas.config import load_config
+from pf1m.schemas.run import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
 # A source checkout is shipped as the job's working_dir. An installed pf1m (a wheel: ROOT is
@@ -30,6 +33,30 @@ def _client(address: str | None):
     return JobSubmissionClient(address)
 
 
+def _job_api(command):
+    """The Job API's failures (cluster unreachable, unknown job id, call refused) as one line
+    and exit 1, not Ray's traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace, *rest) -> int:
+        try:
+            return command(args, *rest)
+        except (ConnectionError, RuntimeError) as exc:
+            env = os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+            where = args.address or env or "no address (--address, RAY_ADDRESS)"
+            print(f"error: Ray Job API at {where}: {exc}", file=sys.stderr)
+            if isinstance(exc, ConnectionError):
+                print(
+                    "  is the head node up, and its dashboard port (8265 by default) reachable "
+                    "from here? `--address http://HEAD:8265` names it",
+                    file=sys.stderr,
+                )
+            return int(ExitCode.ERROR)
+
+    return run
+
+
+@_job_api
 def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
     from pf1m.pipeline.driver import absolutize
 
@@ -62,6 +89,7 @@ def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+@_job_api
 def cmd_status(args: argparse.Namespace) -> int:
     from pf1m.pipeline.status import is_run_target, run_status
     from pf1m.schemas.config import ConfigError
@@ -80,6 +108,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+@_job_api
 def cmd_logs(args: argparse.Namespace) -> int:
     client = _client(args.address)
     if not args.follow:
@@ -94,6 +123,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+@_job_api
 def cmd_stop(args: argparse.Namespace) -> int:
     stopped = _client(args.address).stop_job(args.job_id)
     print(f"{args.job_id}: {'stop requested' if stopped else 'not running'}")
@@ -141,11 +171,3 @@ def add_parsers(sub, fmt, run_args) -> None:
         if name == "logs":
             p.add_argument("--follow", action="store_true", help="stream until the job ends")
         p.set_defaults(func=func)
-
-
-def main_submit(args: argparse.Namespace, overrides: list[str]) -> int:
-    try:
-        return cmd_submit(args, overrides)
-    except RuntimeError as exc:  # the Job API's errors (unreachable, refused)
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
