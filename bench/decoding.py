@@ -20,6 +20,7 @@ import ray
 from bench.common import demo_inputs, emit, note
 from bench.rewriter import CONFIG, load_requests, rewriter_alone
 from pf1m.pipeline.driver import absolutize, start_rewriters
+from pf1m.pipeline.local_ray import start_local_ray
 from pf1m.schemas.config import load_config
 
 
@@ -72,9 +73,7 @@ def main() -> None:
     cfg = absolutize(load_config(CONFIG, base))
     batch = cfg.resources.batch_size
 
-    ray.init(
-        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
-    )
+    start_local_ray()
     requests = [r for r, _ in load_requests(cfg, shards, "<image>")]
 
     # name -> (variant overrides, max tokens, metric, target)

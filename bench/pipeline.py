@@ -21,6 +21,7 @@ from bench.rewriter import load_requests, rewriter_alone
 from pf1m.filters import registry
 from pf1m.jobs.cli import demo_model_overrides
 from pf1m.pipeline.driver import Driver, absolutize, start_rewriters, start_scorers
+from pf1m.pipeline.local_ray import start_local_ray
 from pf1m.pipeline.reader import read_samples
 from pf1m.pipeline.row_flow import RowFlow
 from pf1m.pipeline.storage import url_to_fs
@@ -61,9 +62,7 @@ def main() -> None:
     cfg = absolutize(load_config(CONFIG, [*base, f"output={work / 'run'}"]))
     res = cfg.resources
 
-    ray.init(
-        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
-    )
+    start_local_ray()
     rewriters, scorers = start_rewriters(cfg, "bench"), start_scorers(cfg, "bench")
     token = ray.get(rewriters[0].info.remote()).image_token
     requests = [r for r, _ in load_requests(cfg, shards, token)]

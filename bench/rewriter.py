@@ -23,6 +23,7 @@ import ray
 
 from bench.common import demo_inputs, emit, note
 from pf1m.pipeline.driver import Driver, absolutize, start_rewriters
+from pf1m.pipeline.local_ray import start_local_ray
 from pf1m.pipeline.prompt import chat_messages, render_prompt, sample_seed
 from pf1m.pipeline.reader import Sample, read_samples
 from pf1m.schemas.config import RunConfig, load_config
@@ -80,9 +81,7 @@ def chat_line(work: Path, shards: Path, chat_model: Path, base: list[str], repea
     sets = [*base, f"rewriter.model={chat_model}", *CHAT_PROMPT]
     cfg = absolutize(load_config(CONFIG, [*sets, f"output={work / 'chat-unused'}"]))
     batch = cfg.resources.batch_size
-    ray.init(
-        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
-    )
+    start_local_ray()
     actors = start_rewriters(cfg, "bench-chat")
     requests = chat_requests(cfg, shards)
     rewriter_alone(actors, requests[: batch * 4], batch)  # warm-up
@@ -180,9 +179,7 @@ def main() -> None:
     cfg = absolutize(load_config(CONFIG, [*base, f"output={work / 'unused'}"]))
     batch, threads = cfg.resources.batch_size, cfg.resources.torch_threads or 1
 
-    ray.init(
-        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
-    )
+    start_local_ray()
     actors = start_rewriters(cfg, "bench")
     token = ray.get(actors[0].info.remote()).image_token
     pairs = load_requests(cfg, shards, token)

@@ -21,6 +21,7 @@ from pf1m.demo.data import make_sample
 from pf1m.demo.models import build_clip, link_sts
 from pf1m.filters.clip_paragraph import sentences, split_paragraphs
 from pf1m.models.scorers.clip import ClipScorer
+from pf1m.pipeline.local_ray import start_local_ray
 from pf1m.schemas.config import ClipParagraphFilter, load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "pf1m" / "configs" / "demo.yaml"
@@ -106,9 +107,7 @@ def main() -> None:
 
     from pf1m.actors.scorer import ScorerActor
 
-    ray.init(
-        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
-    )
+    start_local_ray()
     actor = ray.remote(ScorerActor).options(max_concurrency=4096, num_cpus=2).remote(
         cfg.filters, ["sts", "clip_paragraph"], scoring
     )  # fmt: skip

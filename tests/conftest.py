@@ -42,10 +42,10 @@ def demo_config(shards: Path, models: dict[str, Path], out: Path, *extra: str) -
 def ray_local():
     import ray
 
+    from pf1m.pipeline.local_ray import start_local_ray
+
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(
-        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
-    )
+    start_local_ray()
     yield ray
     ray.shutdown()
 

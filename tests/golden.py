@@ -81,6 +81,7 @@ def main() -> int:
 
     from pf1m.demo.data import write_shards
     from pf1m.demo.models import build_all
+    from pf1m.pipeline.local_ray import start_local_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -88,12 +89,7 @@ def main() -> int:
         (root / "shards").mkdir()
         write_shards(root / "shards", samples=84, shards=4, seed=0)
         os.environ.pop("RAY_ADDRESS", None)
-        ray.init(
-            address="local",
-            _node_ip_address="127.0.0.1",
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        start_local_ray()
         try:
             result = run_golden(root / "shards", models, root / "out")
         finally:

@@ -53,6 +53,7 @@ def cluster(tmp_path_factory):
     temp, worker_temp = tmp_path_factory.mktemp("ray"), tmp_path_factory.mktemp("ray-worker")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"
+    env["RAY_worker_niceness"] = "0"  # as the README says for nodes that run other work too
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # as with an activated venv
     gcs, dashboard, *ports = free_ports(14)
     head_metrics, worker_metrics = ports[2], ports[8]

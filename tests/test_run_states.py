@@ -146,6 +146,20 @@ def pf1m_run(shards: Path, models: dict, out: Path, *args: str, env: dict) -> su
     )  # fmt: skip
 
 
+def ray_workers_nice(sid: int) -> dict[str, int]:
+    """Each Ray worker process of the session (`ray::...`, less Ray's own agents): its niceness."""
+    found = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            title = (proc.info["cmdline"] or [""])[0]
+            if os.getsid(proc.pid) == sid and title.startswith("ray::"):
+                if not title.endswith("Agent"):  # DashboardAgent, RuntimeEnvAgent
+                    found[f"{proc.pid} {title}"] = proc.nice()
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return found
+
+
 def left_in_session(sid: int) -> list[str]:
     """Live processes of the session (zombies hold nothing: pid 1 here may not reap them)."""
     left = []
@@ -188,12 +202,17 @@ def test_sigterm_ends_the_run_interrupted_and_stops_everything(
     out = tmp_path / "out"
     proc = pf1m_run(
         demo_shards, demo_models, out, "--verbose", "--set", "rewriter.backend=transformers",
+        "--set", "resources.worker_niceness=3",
         env={"PF1M_FAULT_PAUSE": "before_commit:00003"},
     )  # fmt: skip
     deadline = time.monotonic() + BOUND_S
     while not list((out / "_commits").glob("*.json")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[0]
         time.sleep(0.2)
+    # the local Ray's workers (rewriter, scorers, shard tasks) at the niceness the config
+    # gives them, above the driver's own (Ray's default would have added 15)
+    niceness = ray_workers_nice(proc.pid)
+    assert len(niceness) >= 3 and set(niceness.values()) == {os.nice(0) + 3}, niceness
     proc.send_signal(signal.SIGTERM)  # to the driver only: it must stop the rest itself
     log = ended(proc)
     assert proc.returncode == ExitCode.INTERRUPTED, log

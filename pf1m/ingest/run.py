@@ -83,9 +83,9 @@ def ensure_ray() -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
         return False
-    ray.init(
-        address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True
-    )
+    from pf1m.pipeline.local_ray import start_local_ray
+
+    start_local_ray(log_to_driver=True)
     return True
 
 

@@ -17,6 +17,7 @@ import ray
 
 from pf1m.pipeline import faults, metrics
 from pf1m.pipeline.commit import is_done, now_iso, read_marker, sweep_temporaries
+from pf1m.pipeline.local_ray import start_local_ray
 from pf1m.pipeline.lock import LockHeld, RunLockFile
 from pf1m.pipeline.logs import RunLogs
 from pf1m.pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
@@ -120,12 +121,10 @@ def init_ray(cfg: RunConfig, logs: RunLogs | None = None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=live)
         return False
-    ray.init(
-        address="local",  # never a `ray start` cluster this machine happens to run
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
+    start_local_ray(
         log_to_driver=live,
         runtime_env=logs.worker_env() if logs else None,
+        worker_niceness=cfg.resources.worker_niceness,
     )
     return True
 

@@ -412,6 +412,11 @@ class Resources(_Strict):
     torch_threads: int | None = Field(default=None, gt=0)
     # The run lock's heartbeat is older than this: its holder is gone (see pf1m/pipeline/lock.py).
     lock_ttl_s: float = Field(default=120.0, gt=0.0)
+    # CPU niceness of the workers of the local Ray a run starts (Ray's own default is 15: below
+    # every other process, so a busy machine starves the run). 0: the run's own priority, so
+    # `nice pf1m run` lowers all of it. A `ray start` cluster keeps what its nodes were given
+    # (RAY_worker_niceness when they started).
+    worker_niceness: int = Field(default=0, ge=0, le=19)
     # spread: rewriter replicas on as many nodes as possible (Ray's SPREAD); pack: Ray default
     rewriter_placement: Literal["spread", "pack"] = "spread"
 
