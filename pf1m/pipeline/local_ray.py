@@ -1,9 +1,20 @@
 """The one way pf1m starts a Ray of its own on this machine (a run, ingest, the benches, the
 tests): a new local instance (never a `ray start` cluster the machine happens to run), bound
 to loopback, without the dashboard, its workers at the priority of the command that started
-it."""
+it, and started again when Ray gives up on its own start-up."""
 
+import sys
+from collections.abc import Callable
+
+import psutil
 import ray
+
+# Ray 2.60 aborts its raylet when the node's Python agent has not written its port file within
+# a fixed 20 s, and then ray.init fails ("The current node timed out during startup"). On a
+# loaded machine the agent's imports alone can take that long; the next start usually finds
+# them in the page cache. Each attempt starts from nothing (the last one's processes killed).
+START_ATTEMPTS = 3
+START_TIMED_OUT = "timed out during startup"
 
 
 def start_local_ray(
@@ -14,11 +25,45 @@ def start_local_ray(
     run, whose work is all in workers (rewriters, scorers, shard tasks). 0 keeps them at the
     driver's priority: `nice pf1m run` lowers the whole run, as a user expects (a run's
     `resources.worker_niceness`)."""
-    ray.init(
-        address="local",
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        log_to_driver=log_to_driver,
-        runtime_env=runtime_env,
-        _system_config={"worker_niceness": worker_niceness},
-    )
+
+    def start() -> None:
+        ray.init(
+            address="local",
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=log_to_driver,
+            runtime_env=runtime_env,
+            _system_config={"worker_niceness": worker_niceness},
+        )
+
+    with_restarts(start, START_ATTEMPTS)
+
+
+def with_restarts(start: Callable[[], None], attempts: int) -> None:
+    """Run `start`; when it fails with Ray's start-up timeout, kill the processes it left behind
+    (this process's children that were not there before) and start again, up to `attempts`."""
+    for attempt in range(1, attempts + 1):
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        try:
+            start()
+            return
+        except Exception as exc:
+            if START_TIMED_OUT not in str(exc) or attempt == attempts:
+                raise
+            kill_new_children(before)
+            print(
+                f"warning: the local Ray did not come up in time (a busy machine?); "
+                f"starting it again ({attempt + 1} of {attempts})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def kill_new_children(before: set[int]) -> None:
+    new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    for proc in new:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(new, timeout=10)
