@@ -134,11 +134,12 @@ def _child(args: list[str]) -> None:
         seconds = time.perf_counter() - start
     else:
         from pf1m.ingest.command import build_request
-        from pf1m.ingest.run import ensure_ray, run_ingest
+        from pf1m.ingest.run import run_ingest
+        from pf1m.pipeline.local_ray import ensure_ray
 
         workers = 2 if side == "ingest-ray" else 1
         if workers > 1:
-            ensure_ray()  # Ray's start-up is not ingest time
+            ensure_ray(log_to_driver=True)  # Ray's start-up is not ingest time
         req = build_request(["coco-captions", "--src", captions, "--instances", instances,
                              "--images", images, "--out", out, "--shard-size", shard_size,
                              "--workers", str(workers)])  # fmt: skip

@@ -73,22 +73,6 @@ def _check_paths(req: IngestRequest) -> None:
         raise ConfigError(f"--images {req.images}: not a directory")
 
 
-def ensure_ray() -> bool:
-    """Use the Ray this process already joined, else RAY_ADDRESS, else a local one on loopback.
-    True when this call started it (the caller then shuts it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-        return False
-    from pf1m.pipeline.local_ray import start_local_ray
-
-    start_local_ray(log_to_driver=True)
-    return True
-
-
 Result = tuple[str, ShardMarker | None, str | None]  # (shard, marker, error)
 
 
@@ -105,7 +89,9 @@ def _on_ray(
 ) -> Iterator[Result]:
     import ray
 
-    started = ensure_ray()
+    from pf1m.pipeline.local_ray import ensure_ray
+
+    started = ensure_ray(log_to_driver=True)
     task = ray.remote(num_cpus=cpus)(write_shard)
     pending: dict = {}
 

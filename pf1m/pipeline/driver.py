@@ -17,7 +17,7 @@ import ray
 
 from pf1m.pipeline import faults, metrics
 from pf1m.pipeline.commit import is_done, now_iso, read_marker, sweep_temporaries
-from pf1m.pipeline.local_ray import start_local_ray
+from pf1m.pipeline.local_ray import ensure_ray
 from pf1m.pipeline.lock import LockHeld, RunLockFile
 from pf1m.pipeline.logs import RunLogs
 from pf1m.pipeline.manifest import diff_views, load_manifest, package_versions, save_manifest
@@ -115,18 +115,11 @@ def init_ray(cfg: RunConfig, logs: RunLogs | None = None) -> bool:
     """Join RAY_ADDRESS if set, else start a local Ray bound to loopback. True if we started it.
     Worker output reaches the terminal only with `logs` verbose (or no `logs`); a local Ray
     sends it to OUT/logs instead (pf1m/pipeline/logs.py)."""
-    if ray.is_initialized():
-        return False
-    live = logs is None or logs.verbose
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=live)
-        return False
-    start_local_ray(
-        log_to_driver=live,
+    return ensure_ray(
+        log_to_driver=logs is None or logs.verbose,
         runtime_env=logs.worker_env() if logs else None,
         worker_niceness=cfg.resources.worker_niceness,
     )
-    return True
 
 
 def start_rewriters(cfg: RunConfig, run_id: str) -> list:

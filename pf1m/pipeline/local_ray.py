@@ -3,6 +3,7 @@ tests): a new local instance (never a `ray start` cluster the machine happens to
 to loopback, without the dashboard, its workers at the priority of the command that started
 it, and started again when Ray gives up on its own start-up."""
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -37,6 +38,22 @@ def start_local_ray(
         )
 
     with_restarts(start, START_ATTEMPTS)
+
+
+def ensure_ray(
+    *, log_to_driver: bool, runtime_env: dict | None = None, worker_niceness: int = 0
+) -> bool:
+    """Use the Ray this process already joined, else RAY_ADDRESS's, else start a local one
+    (`start_local_ray`). True when this call started it (the caller then shuts it down)."""
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=log_to_driver)
+        return False
+    start_local_ray(
+        log_to_driver=log_to_driver, runtime_env=runtime_env, worker_niceness=worker_niceness
+    )
+    return True
 
 
 def with_restarts(start: Callable[[], None], attempts: int) -> None:
