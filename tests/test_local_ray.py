@@ -37,11 +37,11 @@ def test_a_start_ray_gave_up_on_is_retried_after_killing_what_it_left(capsys):
 
     def start() -> None:
         if not left:  # the first attempt: a process of the failed start, then Ray's error
-            left.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+            left.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]))
             raise Exception(RAY_GAVE_UP)
 
     with_restarts(start, attempts=3)
-    assert left[0].poll() is not None  # killed before the second attempt
+    left[0].wait(timeout=60)  # it sleeps an hour: gone within the bound = killed (and reaped)
     assert "starting it again (2 of 3)" in capsys.readouterr().err
 
 

@@ -146,30 +146,36 @@ def pf1m_run(shards: Path, models: dict, out: Path, *args: str, env: dict) -> su
     )  # fmt: skip
 
 
-def ray_workers_nice(sid: int) -> dict[str, int]:
-    """Each Ray worker process of the session (`ray::...`, less Ray's own agents): its niceness."""
+def in_session(sid: int, describe) -> dict[str, object]:
+    """`describe(proc)` for each live process of the session, by "PID NAME" (zombies hold
+    nothing: pid 1 here may not reap them); None from `describe` leaves a process out."""
     found = {}
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for proc in psutil.process_iter(["pid", "name", "status", "cmdline"]):
         try:
-            title = (proc.info["cmdline"] or [""])[0]
-            if os.getsid(proc.pid) == sid and title.startswith("ray::"):
-                if not title.endswith("Agent"):  # DashboardAgent, RuntimeEnvAgent
-                    found[f"{proc.pid} {title}"] = proc.nice()
+            if os.getsid(proc.pid) != sid or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            value = describe(proc)
+            if value is not None:
+                found[f"{proc.pid} {(proc.info['cmdline'] or [proc.info['name']])[0]}"] = value
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     return found
 
 
+def ray_workers_nice(sid: int) -> dict[str, object]:
+    """Each Ray worker process of the session (`ray::...`, less Ray's own agents): its niceness."""
+
+    def worker_nice(proc) -> int | None:
+        title = (proc.info["cmdline"] or [""])[0]
+        is_worker = title.startswith("ray::") and not title.endswith("Agent")  # Dashboard-,
+        return proc.nice() if is_worker else None  # RuntimeEnvAgent are Ray's own
+
+    return in_session(sid, worker_nice)
+
+
 def left_in_session(sid: int) -> list[str]:
-    """Live processes of the session (zombies hold nothing: pid 1 here may not reap them)."""
-    left = []
-    for proc in psutil.process_iter(["pid", "name", "status"]):
-        try:
-            if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                left.append(f"{proc.pid} {proc.info['name']}")
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return left
+    """Live processes of the session."""
+    return list(in_session(sid, lambda proc: True))
 
 
 def assert_nothing_left(sid: int) -> None:
