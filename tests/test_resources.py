@@ -70,3 +70,15 @@ def test_a_replica_with_several_gpus_shards_the_model_over_them():
     cfg = load_config(DEMO_CONFIG).rewriter
     assert "tensor_parallel_size" not in vllm_engine_kwargs(cfg, 0, gpus=1)
     assert vllm_engine_kwargs(cfg, 0, gpus=2)["tensor_parallel_size"] == 2
+
+
+def test_the_cpu_build_runs_the_model_in_the_engine_process_unless_told_otherwise():
+    from pf1m.actors.vllm_rewriter import UNIPROC_EXECUTOR, vllm_engine_kwargs
+
+    cfg = load_config(DEMO_CONFIG).rewriter
+    executor = "distributed_executor_backend"
+    assert vllm_engine_kwargs(cfg, 0, on_cpu=True)[executor] == UNIPROC_EXECUTOR
+    assert executor not in vllm_engine_kwargs(cfg, 0, on_cpu=False)  # GPU: vLLM's own choice
+    assert vllm_engine_kwargs(cfg, 0, gpus=2, on_cpu=True)[executor] == "mp"
+    mp = load_config(DEMO_CONFIG, ["rewriter.engine.cpu_executor=mp"]).rewriter
+    assert executor not in vllm_engine_kwargs(mp, 0, on_cpu=True)

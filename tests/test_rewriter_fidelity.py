@@ -122,8 +122,10 @@ def test_a_dead_engine_is_restarted_by_ray(ray_local, rewriter):
         return ray_local.get(actor.__ray_call__.remote(lambda self: os.getpid()))
 
     pid = actor_pid()
+    names = [p.name() for p in psutil.Process(pid).children(recursive=True)]
     cores = [p for p in psutil.Process(pid).children(recursive=True) if "EngineCore" in p.name()]
-    assert cores, [p.name() for p in psutil.Process(pid).children(recursive=True)]
+    assert cores, names
+    assert not [n for n in names if "Worker" in n], names  # engine.cpu_executor: uni
     for proc in cores:
         proc.kill()
     batch = requests("<image>", n=4)

@@ -24,12 +24,13 @@ from pf1m.schemas.rewrite import RewriteRequest, RewriteResult
 logger = logging.getLogger(__name__)
 
 NGRAM_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
+UNIPROC_EXECUTOR = "vllm.v1.executor.uniproc_executor.UniProcExecutor"
 
 
-def vllm_engine_kwargs(cfg: RewriterConfig, seed: int, gpus: int = 1) -> dict:
+def vllm_engine_kwargs(cfg: RewriterConfig, seed: int, gpus: int = 1, on_cpu: bool = False) -> dict:
     """vLLM engine arguments for a rewriter config (EngineArgs / AsyncEngineArgs / LLM). A
     replica holding several GPUs shards the model over them (tensor parallel, inside the
-    actor's node)."""
+    actor's node). On vLLM's CPU build, `engine.cpu_executor` picks the executor."""
     model, revision = load_args(cfg.model)
     tokenizer, tokenizer_revision = load_args(cfg.tokenizer) if cfg.tokenizer else (None, revision)
     kwargs = dict(
@@ -54,6 +55,9 @@ def vllm_engine_kwargs(cfg: RewriterConfig, seed: int, gpus: int = 1) -> dict:
         kwargs["logits_processors"] = [NGRAM_PROCESSOR]
     if gpus > 1:
         kwargs.update(tensor_parallel_size=gpus, distributed_executor_backend="mp")
+    elif on_cpu and cfg.engine.cpu_executor == "uni":
+        # by qualified name: the CPU platform turns a plain "uni" back into "mp"
+        kwargs["distributed_executor_backend"] = UNIPROC_EXECUTOR
     return {**kwargs, **cfg.engine.extra_args}
 
 
@@ -96,7 +100,9 @@ class VllmRewriter(Replica):
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         set_threads(cpu_threads)
         token = resolve_image_token(cfg.model, cfg.trust_remote_code, cfg.image_token)
-        self.kwargs = vllm_engine_kwargs(cfg, seed, gpus)
+        from vllm.platforms import current_platform
+
+        self.kwargs = vllm_engine_kwargs(cfg, seed, gpus, current_platform.is_cpu())
         self.loras = self._loras(cfg)
         if self.loras:  # one slot per adapter, and one for the zero adapter (actors/adapters.py)
             dirs = [Path(r.lora_path) for r in self.loras.values()]
