@@ -57,6 +57,7 @@ bench: setup
 	$(VPY) -m bench.export
 	$(VPY) -m bench.ingest
 	$(VPY) -m bench.flamingo
+	$(VPY) -m bench.engine
 
 lint: setup
 	$(VENV)/bin/ruff check .
