@@ -40,7 +40,6 @@ def measure(models: str, shards: str, executor: str, samples: int) -> dict:
     replica = VllmRewriter(cfg.rewriter, cfg.seed, threads)
     start_s = time.perf_counter() - started
 
-
     async def timed() -> tuple[list, float]:
         """One event loop for both calls: the engine's output handler lives in it."""
         await replica.generate(requests[:4])  # first-request costs out of the clock
