@@ -1,5 +1,6 @@
-"""Shared fixtures. The slow ones start one local Ray and one vLLM rewriter replica per test
-session (engine start-up is ~30 s); every slow test reuses them."""
+"""Shared fixtures. The slow ones start one local Ray per test session, and the long-lived
+actors (the vLLM rewriter replicas, ~17 s to start each, and the scorers) once, all together
+(`session_actors`); every slow test reuses them."""
 
 import json
 import os
@@ -50,40 +51,8 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def scorers(ray_local, demo_models, demo_shards, tmp_path_factory):
-    """One scorer actor holding the four tiny/real scorer models, for the whole session."""
-    from pf1m.pipeline.driver import absolutize, start_scorers
-
-    cfg = absolutize(demo_config(demo_shards, demo_models, tmp_path_factory.mktemp("unused")))
-    by_name = start_scorers(cfg, "tests")
-    actors = list({id(a): a for rs in by_name.values() for a in rs}.values())
-    ray_local.get([a.names.remote() for a in actors])
-    yield by_name
-    for actor in actors:
-        ray_local.kill(actor)
-
-
 # One actor for every scorer, on a tenth of a CPU (the session's replicas hold most of the two).
 ONE_SCORER_GROUP = "scoring.groups=[{scorers: [sts, nli, clip_paragraph, reward], num_cpus: 0.1}]"
-
-
-@pytest.fixture(scope="session")
-def deterministic_scorers(ray_local, demo_models, demo_shards, tmp_path_factory):
-    """Scorers for `rewriter.deterministic` runs (one item per forward pass), shared by every
-    such run of the session instead of each driver starting its own."""
-    from pf1m.pipeline.driver import absolutize, start_scorers
-
-    out = tmp_path_factory.mktemp("unused")
-    cfg = demo_config(
-        demo_shards, demo_models, out, "rewriter.deterministic=true", ONE_SCORER_GROUP
-    )
-    by_name = start_scorers(absolutize(cfg), "tests-deterministic")
-    actors = list({id(a): a for rs in by_name.values() for a in rs}.values())
-    ray_local.get([a.names.remote() for a in actors])
-    yield by_name
-    for actor in actors:
-        ray_local.kill(actor)
 
 
 # The chat-prompt runs (tests/test_chat_pipeline.py): the tiny Qwen2.5-VL-shaped chat model
@@ -107,28 +76,80 @@ def chat_demo_config(shards: Path, models: dict[str, Path], out: Path, *extra: s
     return demo_config(shards, models, out, *chat, *extra)
 
 
+def _scorer_actors(by_name: dict[str, list]) -> list:
+    return list({id(a): a for rs in by_name.values() for a in rs}.values())
+
+
 @pytest.fixture(scope="session")
-def chat_rewriter(ray_local, demo_models, demo_shards, tmp_path_factory):
+def session_actors(request, ray_local, demo_models, demo_shards, tmp_path_factory):
+    """The session's long-lived actors, each started once. All the selected tests will use are
+    launched together, on the first request for any of them, so that their start-ups (mostly
+    imports, one process each) overlap on the cores instead of queueing; each fixture below
+    then waits for its own. Name -> (what the tests get, the refs that say it is ready)."""
+    from pf1m.pipeline.driver import absolutize, start_rewriters, start_scorers
+
+    def config(*extra: str) -> RunConfig:
+        return absolutize(demo_config(demo_shards, demo_models, tmp_path_factory.mktemp("unused"),
+                                      *extra))  # fmt: skip
+
+    def rewriter():
+        """One replica of the demo config's vLLM rewriter."""
+        handles = start_rewriters(config(), "tests")
+        return handles, [handles[0].info.remote()]
+
+    def chat_rewriter():
+        """One vLLM replica of the tiny chat model (tests/test_chat_pipeline.py)."""
+        out = tmp_path_factory.mktemp("unused")
+        handles = start_rewriters(absolutize(chat_demo_config(demo_shards, demo_models, out)),
+                                  "tests-chat")  # fmt: skip
+        return handles, [handles[0].info.remote()]
+
+    def scorers():
+        """One scorer actor holding the four tiny/real scorer models."""
+        by_name = start_scorers(config(), "tests")
+        return by_name, [a.names.remote() for a in _scorer_actors(by_name)]
+
+    def deterministic_scorers():
+        """Scorers for `rewriter.deterministic` runs (one item per forward pass), shared by
+        every such run instead of each driver starting its own."""
+        by_name = start_scorers(config("rewriter.deterministic=true", ONE_SCORER_GROUP),
+                                "tests-deterministic")  # fmt: skip
+        return by_name, [a.names.remote() for a in _scorer_actors(by_name)]
+
+    starts = {f.__name__: f for f in (rewriter, chat_rewriter, scorers, deterministic_scorers)}
+    wanted = {name for item in request.session.items for name in item.fixturenames}
+    launched = {name: start() for name, start in starts.items() if name in wanted}
+    yield launched
+    for got, _ in launched.values():
+        for actor in _scorer_actors(got) if isinstance(got, dict) else got:
+            ray_local.kill(actor)
+
+
+def _ready(session_actors: dict, ray_local, name: str):
+    got, ready = session_actors[name]
+    ray_local.get(ready)
+    return got
+
+
+@pytest.fixture(scope="session")
+def rewriter(session_actors, ray_local) -> list:
+    """One vLLM replica for the whole session, started from the demo config."""
+    return _ready(session_actors, ray_local, "rewriter")
+
+
+@pytest.fixture(scope="session")
+def chat_rewriter(session_actors, ray_local) -> list:
     """One vLLM replica of the tiny chat model for the whole session (the only other engine)."""
-    from pf1m.pipeline.driver import absolutize, start_rewriters
-
-    out = tmp_path_factory.mktemp("unused")
-    cfg = absolutize(chat_demo_config(demo_shards, demo_models, out))
-    handles = start_rewriters(cfg, "tests-chat")
-    ray_local.get(handles[0].info.remote())
-    yield handles
-    for handle in handles:
-        ray_local.kill(handle)
+    return _ready(session_actors, ray_local, "chat_rewriter")
 
 
 @pytest.fixture(scope="session")
-def rewriter(ray_local, demo_models, demo_shards, tmp_path_factory):
-    """One replica for the whole session, started from the demo config."""
-    from pf1m.pipeline.driver import absolutize, start_rewriters
+def scorers(session_actors, ray_local) -> dict[str, list]:
+    """One scorer actor holding the four tiny/real scorer models, for the whole session."""
+    return _ready(session_actors, ray_local, "scorers")
 
-    cfg = absolutize(demo_config(demo_shards, demo_models, tmp_path_factory.mktemp("unused")))
-    handles = start_rewriters(cfg, "tests")
-    ray_local.get(handles[0].info.remote())
-    yield handles
-    for handle in handles:
-        ray_local.kill(handle)
+
+@pytest.fixture(scope="session")
+def deterministic_scorers(session_actors, ray_local) -> dict[str, list]:
+    """Scorers for deterministic runs, for the whole session."""
+    return _ready(session_actors, ray_local, "deterministic_scorers")
