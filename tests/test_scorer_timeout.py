@@ -4,7 +4,9 @@ its own), then an item that times out again is quarantined `score:NAME` / `timeo
 The hang comes from the `stall_score` fault point (pf1m/pipeline/faults.py): the scorer's model
 thread hangs for good and the stalled call's deadline is already past, while every real call
 has a timeout far above its cost, so which calls time out never depends on the machine's speed.
-Cost: one STS-only actor (restarted twice) beside the session's rewriter and scorers, ~30 s.
+Cost: one NLI-only actor (restarted twice) beside the session's rewriter and scorers; NLI
+rather than STS because its actor imports transformers alone, not sentence-transformers too
+(~3 s less a start).
 """
 
 import os
@@ -36,11 +38,11 @@ def test_a_hung_scorer_call_restarts_the_actor_retries_then_quarantines(
 
     shards, out = tmp_path / "in", tmp_path / "out"
     shards.mkdir()
-    captions = [f"a red circle number {i}" for i in range(6)]
-    captions[1] = "a STALLONCE caption"  # its call hangs on the first attempt only
-    captions[4] = "a STALLALWAYS caption"  # hangs on every attempt
-    write_tar(shards / "caps.tar", [m for i, c in enumerate(captions) for m in (
-        (f"k{i}.json", record(task="caption", instruction="<image>\nDescribe.", response=c)),
+    answers = [f"a red circle number {i}" for i in range(6)]
+    answers[1] = "a STALLONCE answer"  # its call hangs on the first attempt only
+    answers[4] = "a STALLALWAYS answer"  # hangs on every attempt
+    write_tar(shards / "caps.tar", [m for i, a in enumerate(answers) for m in (
+        (f"k{i}.json", record(task="vqa", instruction="<image>\nWhat is it?", response=a)),
         (f"k{i}.png", png()),
     )])  # fmt: skip
     cfg = absolutize(
@@ -48,7 +50,7 @@ def test_a_hung_scorer_call_restarts_the_actor_retries_then_quarantines(
             shards, demo_models, out, "filters.scoring=full", f"scoring.call_timeout_s={NEVER_S}"
         )
     )
-    stall = "sts:STALLONCEx1,sts:STALLALWAYS"
+    stall = "nli:STALLONCEx1,nli:STALLALWAYS"
     faulty = (
         ray_local.remote(ScorerActor)
         .options(
@@ -57,7 +59,7 @@ def test_a_hung_scorer_call_restarts_the_actor_retries_then_quarantines(
             max_task_retries=4,
             runtime_env={"env_vars": {"PF1M_FAULT_STALL_SCORE": stall}},
         )
-        .remote(cfg.filters, ["sts"], cfg.scoring)
+        .remote(cfg.filters, ["nli"], cfg.scoring)
     )
 
     def pid() -> int:
@@ -65,7 +67,7 @@ def test_a_hung_scorer_call_restarts_the_actor_retries_then_quarantines(
 
     try:
         first_pid = pid()
-        result = Driver(cfg, quiet=True, rewriters=rewriter, scorers={**scorers, "sts": [faulty]})
+        result = Driver(cfg, quiet=True, rewriters=rewriter, scorers={**scorers, "nli": [faulty]})
         result = result.run()
         restarted = pid() != first_pid
     finally:
@@ -74,9 +76,9 @@ def test_a_hung_scorer_call_restarts_the_actor_retries_then_quarantines(
     assert restarted  # the hung model thread went with its process
     quarantine = rows(out, "quarantine")
     assert [(r["key"], r["stage"], r["error_class"]) for r in quarantine] == [
-        ("k4", Stage.score("sts"), TIMEOUT)
+        ("k4", Stage.score("nli"), TIMEOUT)
     ]
     assert "twice" in quarantine[0]["error_text"] and quarantine[0]["rewrite_raw"] is not None
     others = rows(out, "data") + rows(out, "rejected")
     assert sorted(r["key"] for r in others) == ["k0", "k1", "k2", "k3", "k5"]
-    assert all(r["sts"] is not None for r in others)  # k1's retry and its call-mates scored
+    assert all(r["nli_label"] is not None for r in others)  # k1's retry and its call-mates scored
