@@ -37,10 +37,11 @@ chromium:
 demo: setup
 	@$(VENV)/bin/pf1m demo
 
-# Default suite: everything, the engine started once per session (see tests/conftest.py).
+# Default suite: everything, in two pytest sessions side by side (tests/run-suite.sh); each
+# starts its engines and its Ray once (see tests/conftest.py).
 test: setup chromium
 	$(VENV)/bin/ruff check .
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	PY=$(VPY) tests/run-suite.sh $(PYTEST_ARGS)
 
 # Fast loop while developing: no vLLM engine, no Ray.
 test-fast: setup

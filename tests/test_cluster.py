@@ -22,7 +22,7 @@ import pytest
 from pf1m.jobs.cli import demo_model_overrides
 from tests.conftest import DEMO_CONFIG, ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.drivers]
 
 RAY = str(Path(sys.executable).parent / "ray")
 

@@ -25,7 +25,7 @@ from pf1m.schemas.commit import CommitMarker
 from pf1m.schemas.run import ExitCode
 from tests.conftest import DEMO_CONFIG, ROOT, demo_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.drivers]
 
 SHARDS = ["00000", "00001", "00002", "00003", "00004", "00005"]
 DETERMINISTIC = (

@@ -121,11 +121,22 @@ def test_a_dead_engine_is_restarted_by_ray(ray_local, rewriter):
     def actor_pid() -> int:
         return ray_local.get(actor.__ray_call__.remote(lambda self: os.getpid()))
 
+    def engine_cores() -> list[int]:
+        """The processes the replica started through multiprocessing: its engine core (found
+        this way rather than by process title, which is not always set when we look)."""
+        import multiprocessing
+
+        def children(self) -> list[int]:
+            return [p.pid for p in multiprocessing.active_children()]
+
+        return ray_local.get(actor.__ray_call__.remote(children))
+
     pid = actor_pid()
-    names = [p.name() for p in psutil.Process(pid).children(recursive=True)]
-    cores = [p for p in psutil.Process(pid).children(recursive=True) if "EngineCore" in p.name()]
-    assert cores, names
-    assert not [n for n in names if "Worker" in n], names  # engine.cpu_executor: uni
+    cores = [psutil.Process(p) for p in engine_cores()]
+    assert len(cores) == 1, cores
+    # engine.cpu_executor: uni, the model runs in the engine core: no worker process under it
+    assert cores[0].children(recursive=True) == [], cores[0].children(recursive=True)
+    assert cores[0].ppid() == pid
     for proc in cores:
         proc.kill()
     batch = requests("<image>", n=4)

@@ -44,6 +44,7 @@ def build_wheel(dest: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.drivers
 def test_wheel_runs_the_demo_preset_outside_the_checkout(tmp_path, demo_models, demo_shards):
     wheel = build_wheel(tmp_path / "build")
     env_dir = tmp_path / "venv"
