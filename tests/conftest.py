@@ -117,12 +117,18 @@ def session_actors(request, ray_local, demo_models, demo_shards, tmp_path_factor
         return by_name, [a.names.remote() for a in _scorer_actors(by_name)]
 
     starts = {f.__name__: f for f in (rewriter, chat_rewriter, scorers, deterministic_scorers)}
-    wanted = {name for item in request.session.items for name in item.fixturenames}
-    launched = {name: start() for name, start in starts.items() if name in wanted}
-    yield launched
-    for got, _ in launched.values():
-        for actor in _scorer_actors(got) if isinstance(got, dict) else got:
-            ray_local.kill(actor)
+    items = request.session.items
+    wanted = {name for item in items for name in getattr(item, "fixturenames", ())}
+    launched: dict[str, tuple] = {}
+    try:  # actors already launched are killed even if a later start fails
+        for name, start in starts.items():
+            if name in wanted:
+                launched[name] = start()
+        yield launched
+    finally:
+        for got, _ in launched.values():
+            for actor in _scorer_actors(got) if isinstance(got, dict) else got:
+                ray_local.kill(actor)
 
 
 def _ready(session_actors: dict, ray_local, name: str):

@@ -3,7 +3,7 @@ chat model: vLLM (the session's `chat_rewriter` engine) and transformers generat
 rendered prompt; an image too large for the context is quarantined with its reason; a thinking
 template's unclosed block is rejected as `length:empty`.
 
-Cost: the session's one extra vLLM engine (~30 s, shared), a transformers replica actor and an
+Cost: the session's one extra vLLM engine (~17 s, shared), a transformers replica actor and an
 in-process one (a few seconds each), four small pipeline runs."""
 
 import asyncio

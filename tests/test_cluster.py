@@ -134,10 +134,13 @@ def wait_for(cluster, job: str, states: set[str], timeout: float = 400) -> str:
     """Polls until the job is in one of `states`; then `pf1m status` must say the same."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = job_state(cluster, job)
+        try:
+            state = job_state(cluster, job)
+        except OSError:  # the dashboard did not answer this time (urllib's errors are OSErrors)
+            state = ""
         if state in states:
             out = pf1m(cluster, "status", job, "--address", cluster["address"]).stdout
-            assert out.split(":", 1)[1].split()[0] == state, out
+            assert out.startswith(f"{job}: {state}"), out
             return state
         time.sleep(0.5)
     raise AssertionError(f"{job} never reached {states}")

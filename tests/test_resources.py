@@ -82,3 +82,9 @@ def test_the_cpu_build_runs_the_model_in_the_engine_process_unless_told_otherwis
     assert vllm_engine_kwargs(cfg, 0, gpus=2, on_cpu=True)[executor] == "mp"
     mp = load_config(DEMO_CONFIG, ["rewriter.engine.cpu_executor=mp"]).rewriter
     assert executor not in vllm_engine_kwargs(mp, 0, on_cpu=True)
+    tp = load_config(DEMO_CONFIG, ["rewriter.engine.extra_args={tensor_parallel_size: 2}"])
+    assert executor not in vllm_engine_kwargs(tp.rewriter, 0, on_cpu=True)  # vLLM picks mp
+    mine = load_config(
+        DEMO_CONFIG, ["rewriter.engine.extra_args={distributed_executor_backend: mp}"]
+    )
+    assert vllm_engine_kwargs(mine.rewriter, 0, on_cpu=True)[executor] == "mp"  # the user's wins

@@ -7,7 +7,7 @@ The fast tests build run directories by hand. The two slow ones are real `pf1m r
 subprocesses, each in its own session: SIGTERM sent once a shard committed while the
 `pause` fault point holds another shard (so the run cannot finish first), and the `raise`
 fault point after the first recorded shard. Both run the transformers backend (~20 s each; a
-vLLM engine would add ~30 s and nothing here is about the engine: tests/test_wheel.py runs the
+vLLM engine would add ~17 s and nothing here is about the engine: tests/test_wheel.py runs the
 demo end to end on vLLM).
 """
 

@@ -55,10 +55,17 @@ def vllm_engine_kwargs(cfg: RewriterConfig, seed: int, gpus: int = 1, on_cpu: bo
         kwargs["logits_processors"] = [NGRAM_PROCESSOR]
     if gpus > 1:
         kwargs.update(tensor_parallel_size=gpus, distributed_executor_backend="mp")
-    elif on_cpu and cfg.engine.cpu_executor == "uni":
+    elif on_cpu and cfg.engine.cpu_executor == "uni" and one_rank(cfg.engine.extra_args):
         # by qualified name: the CPU platform turns a plain "uni" back into "mp"
         kwargs["distributed_executor_backend"] = UNIPROC_EXECUTOR
     return {**kwargs, **cfg.engine.extra_args}
+
+
+def one_rank(extra_args: dict) -> bool:
+    """Whether the engine runs one model rank: the uniprocess executor starts only rank 0, so
+    tensor or pipeline parallelism asked for through `engine.extra_args` keeps vLLM's choice."""
+    sizes = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
+    return all(int(extra_args.get(size, 1)) == 1 for size in sizes)
 
 
 def vllm_sampling(cfg: RewriterConfig, seed: int):

@@ -64,11 +64,13 @@ class Engine(_Strict):
     # How often a replica checks that its engine is alive; a dead one ends the replica so that
     # Ray restarts it (a request sent as the engine dies may otherwise never be answered).
     health_check_s: float = Field(default=2.0, gt=0.0)
-    # vLLM's CPU build, one replica on one device: "uni" runs the model inside the engine-core
-    # process; "mp" (vLLM's CPU default) starts one more worker process so that it can bind its
-    # OpenMP threads to cores. pf1m's replicas set their own thread count and share nodes, so the
-    # binding buys nothing and the extra process costs its start: importing torch and vLLM again,
-    # about 10 s per replica start on a 2-core machine. GPU engines are unaffected.
+    # vLLM's CPU build, one model rank: "uni" runs the model inside the engine-core process;
+    # "mp" (vLLM's CPU default) starts one more worker process, whose OpenMP threads it binds to
+    # cores (VLLM_CPU_OMP_THREADS_BIND, read only by "mp"). Replicas that share a node gain
+    # nothing from that binding (set resources.torch_threads to size their threads), and the
+    # extra process costs its start: importing torch and vLLM again, ~10 s per replica start on
+    # a 2-core machine. "mp" suits one replica that owns a NUMA node. GPU engines, and tensor or
+    # pipeline parallelism in extra_args, keep vLLM's own choice.
     cpu_executor: Literal["uni", "mp"] = "uni"
     extra_args: dict[str, Any] = Field(default_factory=dict)  # passed to vLLM's EngineArgs
 
